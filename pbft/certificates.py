@@ -1,0 +1,239 @@
+"""Checking proofs and computing NEW-VIEW: pure functions of messages.
+
+These are the rules where implementations have gone wrong most often, so they
+live apart from the replica's state and are tested on their own:
+
+* :func:`checkpoint_proof_digest`: 2f+1 matching CHECKPOINTs from distinct
+  replicas prove a stable checkpoint (§4.3).
+* :func:`certificate_is_valid`: a prepared certificate is a PRE-PREPARE from the
+  primary of its view plus 2f matching PREPAREs from distinct backups (§4.2,
+  §4.4).
+* :func:`check_view_change`: a VIEW-CHANGE is usable if its checkpoint proof is;
+  each prepared certificate in it is checked on its own, and a bad one is
+  discarded without discarding the others.
+* :func:`compute_new_view`: the paper's computation of O from V (§4.4): for
+  each sequence number between min-s and max-s, the request whose certificate
+  has the *highest view*, or a null request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from pbft.auth import Authenticator
+from pbft.config import ClusterConfig
+from pbft.messages import (
+    Checkpoint,
+    PreparedCertificate,
+    PrePrepare,
+    Signed,
+    ViewChange,
+    batch_digest,
+)
+
+#: The state digest claimed for sequence number 0, whose proof is empty: every
+#: replica starts from the same initial state, so nobody needs to prove it.
+GENESIS_DIGEST = b""
+
+
+def checkpoint_proof_digest(
+    auth: Authenticator, config: ClusterConfig, seq: int, proof: Iterable[Signed[Any]]
+) -> bytes | None:
+    """The state digest that ``proof`` establishes for ``seq``, or None if it proves nothing.
+
+    A proof is 2f+1 valid CHECKPOINT messages for ``seq`` from distinct
+    replicas with one digest. Checkpoint 0 is the initial state and needs an
+    empty proof.
+    """
+    proof = tuple(proof)
+    if seq == 0:
+        return GENESIS_DIGEST if not proof else None
+    digest: bytes | None = None
+    senders: set[int] = set()
+    for signed in proof:
+        checkpoint = signed.message
+        if type(checkpoint) is not Checkpoint or checkpoint.seq != seq:
+            return None
+        if digest is None:
+            digest = checkpoint.state_digest
+        elif checkpoint.state_digest != digest:
+            return None
+        if checkpoint.sender in senders or auth.verify(signed) is not None:
+            return None
+        senders.add(checkpoint.sender)
+    return digest if len(senders) >= config.quorum else None
+
+
+def pre_prepare_is_well_formed(auth: Authenticator, pre_prepare: PrePrepare) -> str | None:
+    """Check what a PRE-PREPARE says about its own batch; return the defect or None.
+
+    d must be the digest of the batch carried (a classic bug is not checking
+    it), and every request in the batch must carry its client's signature.
+    """
+    if batch_digest(pre_prepare.batch) != pre_prepare.digest:
+        return "bad-digest"
+    if not auth.verify_all(pre_prepare.batch):
+        return "bad-request-signature"
+    return None
+
+
+def certificate_is_valid(
+    auth: Authenticator,
+    config: ClusterConfig,
+    certificate: PreparedCertificate,
+    *,
+    below_view: int,
+    low_watermark: int,
+    log_window: int,
+) -> bool:
+    """Is ``certificate`` a real prepared certificate for a view below ``below_view``?
+
+    §4.4: P contains, for each prepared request, the PRE-PREPARE and 2f
+    matching, valid PREPAREs signed by distinct backups (never the primary of
+    that view), for a sequence number in (h, h+L].
+    """
+    pre_prepare = certificate.pre_prepare.message
+    if pre_prepare.view >= below_view:
+        return False
+    if not low_watermark < pre_prepare.seq <= low_watermark + log_window:
+        return False
+    if pre_prepare.sender != config.primary(pre_prepare.view):
+        return False
+    if auth.verify(certificate.pre_prepare) is not None:
+        return False
+    if pre_prepare_is_well_formed(auth, pre_prepare) is not None:
+        return False
+    key = (pre_prepare.view, pre_prepare.seq, pre_prepare.digest)
+    senders: set[int] = set()
+    for signed in certificate.prepares:
+        prepare = signed.message
+        if (prepare.view, prepare.seq, prepare.digest) != key:
+            return False
+        if prepare.sender == pre_prepare.sender or prepare.sender in senders:
+            return False
+        if auth.verify(signed) is not None:
+            return False
+        senders.add(prepare.sender)
+    return len(senders) >= 2 * config.f
+
+
+@attrs.frozen(slots=True)
+class CheckedViewChange:
+    """A VIEW-CHANGE whose proof checked out, with only its valid certificates."""
+
+    signed: Signed[ViewChange]
+    stable_digest: bytes
+    #: The highest-view valid certificate per sequence number.
+    certificates: dict[int, PreparedCertificate]
+
+    @property
+    def sender(self) -> int:
+        return self.signed.message.sender
+
+    @property
+    def new_view(self) -> int:
+        return self.signed.message.new_view
+
+    @property
+    def stable_seq(self) -> int:
+        return self.signed.message.stable_seq
+
+    @property
+    def checkpoint_proof(self) -> tuple[Signed[Checkpoint], ...]:
+        return self.signed.message.checkpoint_proof
+
+
+def check_view_change(
+    auth: Authenticator, config: ClusterConfig, log_window: int, signed: Signed[ViewChange]
+) -> CheckedViewChange | None:
+    """Validate a VIEW-CHANGE's content (its own signature is checked by the caller).
+
+    An invalid checkpoint proof makes the message useless (its stable_seq
+    cannot be trusted); an invalid prepared certificate is dropped alone.
+    """
+    view_change = signed.message
+    if view_change.new_view == 0:
+        return None
+    stable_digest = checkpoint_proof_digest(
+        auth, config, view_change.stable_seq, view_change.checkpoint_proof
+    )
+    if stable_digest is None:
+        return None
+    certificates: dict[int, PreparedCertificate] = {}
+    for certificate in view_change.prepared:
+        if not certificate_is_valid(
+            auth,
+            config,
+            certificate,
+            below_view=view_change.new_view,
+            low_watermark=view_change.stable_seq,
+            log_window=log_window,
+        ):
+            continue
+        known = certificates.get(certificate.seq)
+        if known is None or _outranks(certificate, known):
+            certificates[certificate.seq] = certificate
+    return CheckedViewChange(signed, stable_digest, certificates)
+
+
+def _outranks(candidate: PreparedCertificate, incumbent: PreparedCertificate) -> bool:
+    """Higher view wins (§4.4); within one view the digest breaks the tie deterministically.
+
+    Two valid certificates of one view and sequence number with different
+    digests cannot exist unless more than f replicas are faulty.
+    """
+    candidate_key = (candidate.view, candidate.pre_prepare.message.digest)
+    incumbent_key = (incumbent.view, incumbent.pre_prepare.message.digest)
+    return candidate_key > incumbent_key
+
+
+@attrs.frozen(slots=True)
+class NewViewPlan:
+    """What a NEW-VIEW for ``view`` must contain, computed from V."""
+
+    min_seq: int  # min-s: the latest stable checkpoint in V
+    checkpoint_source: CheckedViewChange  # a view change that proves min-s
+    pre_prepares: tuple[PrePrepare, ...]  # O, for min-s < n <= max-s
+
+    @property
+    def max_seq(self) -> int:
+        return self.min_seq + len(self.pre_prepares)
+
+
+def compute_new_view(
+    config: ClusterConfig, view: int, view_changes: Iterable[CheckedViewChange]
+) -> NewViewPlan:
+    """Compute O from V (§4.4), deterministically, as the new primary and every backup must.
+
+    min-s is the highest stable checkpoint in V and max-s the highest sequence
+    number of a prepared certificate in V. For each n in (min-s, max-s], O holds
+    a PRE-PREPARE for ``view`` with the request of the certificate for n with
+    the highest view, or a null request (empty batch) if no certificate has n.
+    """
+    view_changes = tuple(view_changes)
+    source = max(view_changes, key=lambda checked: (checked.stable_seq, -checked.sender))
+    min_seq = source.stable_seq
+    chosen: dict[int, PreparedCertificate] = {}
+    for checked in view_changes:
+        for seq, certificate in checked.certificates.items():
+            if seq <= min_seq:
+                continue
+            known = chosen.get(seq)
+            if known is None or _outranks(certificate, known):
+                chosen[seq] = certificate
+    max_seq = max(chosen, default=min_seq)
+    primary = config.primary(view)
+    pre_prepares = []
+    for seq in range(min_seq + 1, max_seq + 1):
+        certificate = chosen.get(seq)
+        if certificate is None:
+            batch: tuple[Any, ...] = ()
+            digest = batch_digest(batch)
+        else:
+            batch = certificate.pre_prepare.message.batch
+            digest = certificate.pre_prepare.message.digest
+        pre_prepares.append(PrePrepare(view, seq, digest, batch, primary))
+    return NewViewPlan(min_seq, source, tuple(pre_prepares))

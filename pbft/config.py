@@ -1,0 +1,110 @@
+"""Cluster membership and protocol parameters, as plain immutable values.
+
+:class:`ClusterConfig` is who is in the cluster (f, the replicas' and clients'
+public keys); :class:`ProtocolParams` is how the protocol is tuned. Loading
+either from a file is the runtime's business; this module only validates.
+Time is counted in abstract *ticks*: the driver decides how long one lasts
+(the Trio runtime uses one millisecond).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from pbft.crypto import ED25519, SCHEMES, UnsafeKeyError, check_public_key
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the problem."""
+
+
+@attrs.frozen(slots=True)
+class ClusterConfig:
+    """The members of one PBFT cluster.
+
+    Replica ``i`` has public key ``replica_keys[i]``; client ``c`` has
+    ``client_keys[c]``. ``n`` may exceed 3f+1 but never fall below it.
+    """
+
+    cluster_id: str
+    f: int
+    replica_keys: tuple[bytes, ...]
+    client_keys: tuple[bytes, ...]
+    scheme: str = ED25519
+
+    def __attrs_post_init__(self) -> None:
+        if not self.cluster_id or "|" in self.cluster_id:
+            raise ConfigError("cluster_id must be a non-empty string without '|'")
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"unknown signature scheme {self.scheme!r}")
+        if self.f < 0:
+            raise ConfigError(f"f must be at least 0, got {self.f}")
+        if len(self.replica_keys) < 3 * self.f + 1:
+            raise ConfigError(
+                f"n = {len(self.replica_keys)} replicas cannot tolerate f = {self.f}: "
+                f"PBFT needs n >= 3f+1 = {3 * self.f + 1}"
+            )
+        seen: dict[bytes, str] = {}
+        named = [(f"replica {i}", key) for i, key in enumerate(self.replica_keys)]
+        named += [(f"client {c}", key) for c, key in enumerate(self.client_keys)]
+        for name, key in named:
+            try:
+                check_public_key(key, self.scheme)
+            except UnsafeKeyError as error:
+                raise ConfigError(f"{name}: {error}") from None
+            if key in seen:
+                raise ConfigError(f"{name} has the same public key as {seen[key]}")
+            seen[key] = name
+
+    @property
+    def n(self) -> int:
+        return len(self.replica_keys)
+
+    @property
+    def quorum(self) -> int:
+        """2f+1: any two quorums share an honest replica."""
+        return 2 * self.f + 1
+
+    @property
+    def weak_quorum(self) -> int:
+        """f+1: at least one of them is honest."""
+        return self.f + 1
+
+    def primary(self, view: int) -> int:
+        """The primary of a view is v mod n (§4.1)."""
+        return view % self.n
+
+
+@attrs.frozen(slots=True)
+class ProtocolParams:
+    """Tuning of the protocol; defaults suit a local cluster with 1 tick = 1 ms."""
+
+    #: K: a checkpoint every K sequence numbers (§4.3).
+    checkpoint_interval: int = 32
+    #: L: the window of sequence numbers above the low watermark h (§4.2).
+    log_window: int = 64
+    #: Most requests in one PRE-PREPARE; 1 disables batching.
+    batch_size: int = 16
+    #: T: how long a backup waits for a pending request before a view change (§4.4).
+    view_change_timeout_ticks: int = 1000
+    #: How long before a state fetch is retried with other peers.
+    state_transfer_timeout_ticks: int = 500
+    #: Largest encoded message accepted.
+    max_message_bytes: int = 4 * 1024 * 1024
+    #: Messages of a view not yet entered that are kept until its NEW-VIEW.
+    future_buffer_messages: int = 1024
+
+    def __attrs_post_init__(self) -> None:
+        if self.checkpoint_interval < 1:
+            raise ConfigError("checkpoint_interval must be at least 1")
+        if self.log_window < self.checkpoint_interval:
+            raise ConfigError("log_window must be at least checkpoint_interval")
+        if self.log_window % self.checkpoint_interval:
+            raise ConfigError("log_window must be a multiple of checkpoint_interval")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
+        for name in ("view_change_timeout_ticks", "state_transfer_timeout_ticks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.max_message_bytes < 1024:
+            raise ConfigError("max_message_bytes must be at least 1024")

@@ -1,0 +1,537 @@
+"""A PBFT replica as a sans-IO state machine.
+
+Theory of operation
+-------------------
+:meth:`Replica.step` takes one :mod:`event <pbft.events>` (bytes received, a
+timer fired) and returns the effects the driver must carry out (send, set or
+cancel a timer) plus notices of what happened. It never performs I/O, reads a
+clock or draws random numbers, so the Trio runtime, the in-memory test network
+and the simulator drive the very same code, and a run is a pure function of
+its inputs.
+
+Every received byte string goes through :class:`pbft.auth.Authenticator`
+first; a message that fails is dropped and counted, never raised. Protocol
+handlers return None when they accept a message or a short reason when they
+drop it, and :meth:`Replica._dispatch` counts either.
+
+The replica keeps, for the current view, a :class:`Slot` per sequence number in
+the window (h, h+L]: the accepted PRE-PREPARE and the PREPAREs and COMMITs
+received, keyed by sender so that quorums count distinct replicas. What must
+survive a view change lives outside the slots: prepared certificates (for the
+next VIEW-CHANGE), committed batches not yet executed, and the client table.
+
+The normal case (§4.2) is in this module; checkpoints and state transfer
+(§4.3, §5.3) in :mod:`pbft.replica_checkpoints`; view changes (§4.4) in
+:mod:`pbft.replica_view_change`. Names follow the paper; docs/protocol.md maps
+each rule to the function that enforces it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+import msgpack
+
+from pbft.auth import Authenticator, Rejection
+from pbft.certificates import GENESIS_DIGEST, CheckedViewChange, pre_prepare_is_well_formed
+from pbft.config import ClusterConfig, ConfigError, ProtocolParams
+from pbft.counters import Counters
+from pbft.crypto import Signer, Verifier
+from pbft.events import (
+    CancelTimer,
+    Dropped,
+    Effect,
+    Event,
+    Executed,
+    Receive,
+    SendToClient,
+    SendToReplicas,
+    SetTimer,
+    TimerFired,
+)
+from pbft.messages import (
+    Checkpoint,
+    Commit,
+    FetchState,
+    NewView,
+    Prepare,
+    PreparedCertificate,
+    PrePrepare,
+    Reply,
+    Request,
+    Signed,
+    StateSnapshot,
+    ViewChange,
+    batch_digest,
+)
+from pbft.replica_checkpoints import CheckpointMixin
+from pbft.replica_view_change import ViewChangeMixin
+from pbft.service import KeyValueStore, Service
+
+#: The message types a replica takes; REPLY is for clients only.
+REPLICA_ACCEPTS = (
+    Request,
+    PrePrepare,
+    Prepare,
+    Commit,
+    Checkpoint,
+    ViewChange,
+    NewView,
+    FetchState,
+    StateSnapshot,
+)
+
+VIEW_CHANGE_TIMER = "view-change"
+VIEW_CHANGE_RESEND_TIMER = "view-change-resend"
+STATE_TRANSFER_TIMER = "state-transfer"
+
+#: A handler's verdict for a message kept until its view starts.
+BUFFERED = "buffered"
+
+
+class Slot:
+    """What a replica knows about one sequence number in the current view."""
+
+    __slots__ = ("commits", "committed", "pre_prepare", "prepared", "prepares")
+
+    def __init__(self) -> None:
+        self.pre_prepare: Signed[PrePrepare] | None = None
+        self.prepares: dict[int, Signed[Prepare]] = {}
+        self.commits: dict[int, Signed[Commit]] = {}
+        self.prepared = False
+        self.committed = False
+
+
+class Replica(CheckpointMixin, ViewChangeMixin):
+    """One PBFT replica: ``step(event) -> list[Effect]``."""
+
+    def __init__(
+        self,
+        replica_id: int,
+        config: ClusterConfig,
+        signer: Signer,
+        params: ProtocolParams | None = None,
+        service: Service | None = None,
+        verifier: Verifier | None = None,
+    ) -> None:
+        if not 0 <= replica_id < config.n:
+            raise ConfigError(f"replica id {replica_id} is not in 0..{config.n - 1}")
+        if signer.public_key != config.replica_keys[replica_id]:
+            raise ConfigError(f"the private key given does not belong to replica {replica_id}")
+        self.id = replica_id
+        self.config = config
+        self.params = params or ProtocolParams()
+        self.service: Service = service if service is not None else KeyValueStore()
+        self.auth = Authenticator(config, signer, verifier, self.params.max_message_bytes)
+        self.counters = Counters()
+        self._others = tuple(i for i in range(config.n) if i != replica_id)
+        self._effects: list[Effect] = []
+
+        # View state (§4.4): view_active is False between sending VIEW-CHANGE
+        # for ``view`` and accepting its NEW-VIEW.
+        self.view = 0
+        self.view_active = True
+
+        # Normal case (§4.2).
+        self.slots: dict[int, Slot] = {}
+        self.next_seq = 1
+        self.last_executed = 0
+        #: Committed-local batches waiting for lower sequence numbers to execute.
+        self.committed: dict[int, PrePrepare] = {}
+        #: The highest-view prepared certificate per sequence number above h.
+        self.prepared_certificates: dict[int, PreparedCertificate] = {}
+
+        # Clients (§4.1): the last executed timestamp and result per client,
+        # the requests waiting to execute (the latest per client), and at the
+        # primary the requests not yet assigned a sequence number.
+        self.client_table: dict[int, tuple[int, bytes]] = {}
+        self.pending: dict[int, Signed[Request]] = {}
+        self.queue: OrderedDict[int, Signed[Request]] = OrderedDict()
+        self.assigned: dict[tuple[int, int], int] = {}
+        self._timer_request: tuple[int, int] | None = None
+
+        # Checkpoints (§4.3) and state transfer.
+        self.low_watermark = 0
+        self.stable_digest = GENESIS_DIGEST
+        self.stable_proof: tuple[Signed[Checkpoint], ...] = ()
+        self.stable_snapshot: bytes | None = self.checkpoint_state()
+        self.own_checkpoints: dict[int, tuple[bytes, bytes]] = {}
+        self.checkpoint_votes: dict[int, dict[int, Signed[Checkpoint]]] = {}
+        self.fetching: int | None = None
+
+        # View changes (§4.4).
+        self.view_changes: dict[int, dict[int, CheckedViewChange]] = {}
+        self.view_change_attempts = 0
+        self.future: list[Signed[Any]] = []
+        #: The NEW-VIEW that started the current view, relayed to replicas that missed it.
+        self.last_new_view: Signed[NewView] | None = None
+        self._checked_view_changes: dict[bytes, CheckedViewChange | None] = {}
+
+    # ------------------------------------------------------------------ driving
+
+    def step(self, event: Event) -> list[Effect]:
+        """Advance the replica by one input; return what the environment must do."""
+        self._effects = effects = []
+        if type(event) is Receive:
+            opened = self.auth.open(event.data, REPLICA_ACCEPTS, event.channel)
+            if type(opened) is Rejection:
+                self._count_drop(opened.message_type, opened.reason)
+            else:
+                self._dispatch(opened)
+        elif type(event) is TimerFired:
+            self._on_timer(event.name)
+        else:
+            raise TypeError(f"a replica does not take {type(event).__name__} events")
+        self._effects = []
+        return effects
+
+    def _dispatch(self, signed: Signed[Any]) -> None:
+        message = signed.message
+        if type(message) is not Request and message.sender == self.id:
+            self._count_drop(message.TYPE, "own-message")
+            return
+        reason = self._handlers[type(message)](self, signed)
+        if reason is None:
+            self.counters.accept(message.TYPE)
+        elif reason is not BUFFERED:
+            self._count_drop(message.TYPE, reason)
+
+    def _on_timer(self, name: str) -> None:
+        if name == VIEW_CHANGE_TIMER:
+            self._timer_request = None
+            self._view_change_timer_expired()
+        elif name == VIEW_CHANGE_RESEND_TIMER:
+            self._resend_view_change()
+        elif name == STATE_TRANSFER_TIMER:
+            self._retry_state_transfer()
+
+    # ----------------------------------------------------------------- helpers
+
+    @property
+    def primary(self) -> int:
+        return self.config.primary(self.view)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.view_active and self.primary == self.id
+
+    def _emit(self, effect: Effect) -> None:
+        self._effects.append(effect)
+
+    def _sign(self, message: Any) -> Signed[Any]:
+        return self.auth.sign(message)
+
+    def _send(self, replicas: tuple[int, ...], signed: Signed[Any]) -> None:
+        if replicas:
+            self._effects.append(SendToReplicas(replicas, signed))
+
+    def _broadcast(self, signed: Signed[Any]) -> None:
+        self._send(self._others, signed)
+
+    def _count_drop(self, message_type: str, reason: str) -> None:
+        self.counters.drop(message_type, reason)
+        self._effects.append(Dropped(message_type, reason))
+
+    def _in_window(self, seq: int) -> str | None:
+        """§4.2: accept only sequence numbers between the watermarks, h < n <= h+L."""
+        if seq <= self.low_watermark:
+            return "stale"
+        if seq > self.low_watermark + self.params.log_window:
+            return "outside-watermarks"
+        return None
+
+    def _view_gate(self, signed: Signed[Any], view: int) -> str | None:
+        """Normal-case messages count only in the current, active view (§4.2, §4.4).
+
+        A message of a later view (or of the view being changed into, before
+        its NEW-VIEW) is kept, up to a bound, and replayed when that view
+        starts; it is never processed in the current view.
+        """
+        if view < self.view:
+            return "old-view"
+        if view == self.view and self.view_active:
+            return None
+        if len(self.future) >= self.params.future_buffer_messages:
+            return "future-view-buffer-full"
+        self.future.append(signed)
+        return BUFFERED
+
+    def _slot(self, seq: int) -> Slot:
+        slot = self.slots.get(seq)
+        if slot is None:
+            slot = self.slots[seq] = Slot()
+        return slot
+
+    def checkpoint_state(self) -> bytes:
+        """The state a checkpoint digests: the service and the client table (§4.3)."""
+        table = sorted([client, ts, result] for client, (ts, result) in self.client_table.items())
+        return msgpack.packb([self.service.snapshot(), table])
+
+    def state_digest(self) -> bytes:
+        return hashlib.sha256(self.checkpoint_state()).digest()
+
+    # ---------------------------------------------------------------- requests
+
+    def _on_request(self, signed: Signed[Request]) -> str | None:
+        """§4.1: execute each (client, timestamp) at most once; resend the last reply.
+
+        A backup forwards a new request to the primary and starts its view
+        change timer; the primary queues it for a PRE-PREPARE.
+        """
+        request = signed.message
+        last = self.client_table.get(request.client)
+        if last is not None and request.timestamp <= last[0]:
+            if request.timestamp == last[0]:
+                self._send_reply(request.client, request.timestamp, last[1])
+                return None
+            return "stale-timestamp"
+        waiting = self.pending.get(request.client)
+        if waiting is not None and waiting.message.timestamp > request.timestamp:
+            return "stale-timestamp"
+        is_new = waiting is None or waiting.message.timestamp < request.timestamp
+        if is_new:
+            # Clients have one request outstanding at a time (§4.1), so a newer
+            # timestamp replaces an older one and memory stays bounded.
+            self.pending[request.client] = signed
+        if not self.view_active:
+            return None
+        if self.primary == self.id:
+            key = (request.client, request.timestamp)
+            seq = self.assigned.get(key)
+            if seq is not None:
+                self._resend_pre_prepare(seq)
+            elif is_new:
+                self.queue[request.client] = signed
+                self._propose()
+        else:
+            self._send((self.primary,), signed)
+        self._start_request_timer(request)
+        return None
+
+    def _start_request_timer(self, request: Request) -> None:
+        """Start the view-change timer if it is not running (§4.4)."""
+        if self._timer_request is None and self.view_active:
+            self._timer_request = (request.client, request.timestamp)
+            self._emit(SetTimer(VIEW_CHANGE_TIMER, self.params.view_change_timeout_ticks))
+
+    def _restart_request_timer(self) -> None:
+        """Stop the timer when nothing waits; restart it for the next waiting request."""
+        if not self.view_active:
+            return
+        self._timer_request = None
+        oldest = next(iter(self.pending.values()), None)
+        if oldest is None:
+            self._emit(CancelTimer(VIEW_CHANGE_TIMER))
+        else:
+            self._start_request_timer(oldest.message)
+
+    def _resend_pre_prepare(self, seq: int) -> None:
+        slot = self.slots.get(seq)
+        if slot is not None and slot.pre_prepare is not None and seq > self.last_executed:
+            self._broadcast(slot.pre_prepare)
+
+    def _send_reply(self, client: int, timestamp: int, result: bytes) -> None:
+        reply = self._sign(Reply(self.view, timestamp, client, self.id, result))
+        self._emit(SendToClient(client, reply))
+
+    # ------------------------------------------------------------- normal case
+
+    def _propose(self) -> None:
+        """The primary assigns the next sequence numbers to batches of queued requests.
+
+        §4.2: n must lie in (h, h+L]. Batching (§5.1): a batch takes up to
+        ``batch_size`` requests, so requests that queue up while the window is
+        full go out together.
+        """
+        if not self.is_primary:
+            return
+        limit = self.low_watermark + self.params.log_window
+        while self.queue and self.next_seq <= limit:
+            batch: list[Signed[Request]] = []
+            while self.queue and len(batch) < self.params.batch_size:
+                _, signed = self.queue.popitem(last=False)
+                request = signed.message
+                last = self.client_table.get(request.client)
+                if last is not None and request.timestamp <= last[0]:
+                    continue
+                if (request.client, request.timestamp) in self.assigned:
+                    continue
+                batch.append(signed)
+            if not batch:
+                return
+            batch_tuple = tuple(batch)
+            seq = self.next_seq
+            self.next_seq += 1
+            pre_prepare = PrePrepare(
+                self.view, seq, batch_digest(batch_tuple), batch_tuple, self.id
+            )
+            signed_pre_prepare = self._sign(pre_prepare)
+            self._accept_pre_prepare(signed_pre_prepare)
+            self._broadcast(signed_pre_prepare)
+
+    def _on_pre_prepare(self, signed: Signed[PrePrepare]) -> str | None:
+        """§4.2: a backup accepts a PRE-PREPARE if it is from the primary of its current
+        view, n is within the watermarks, d is the digest of the batch carried, and no
+        PRE-PREPARE for (v, n) with another digest was accepted."""
+        pre_prepare = signed.message
+        reason = self._view_gate(signed, pre_prepare.view)
+        if reason is not None:
+            return reason
+        if pre_prepare.sender != self.primary:
+            return "not-primary"
+        reason = self._in_window(pre_prepare.seq)
+        if reason is not None:
+            return reason
+        slot = self.slots.get(pre_prepare.seq)
+        if slot is not None and slot.pre_prepare is not None:
+            if slot.pre_prepare.message.digest == pre_prepare.digest:
+                return "duplicate"
+            return "conflicting-pre-prepare"
+        reason = pre_prepare_is_well_formed(self.auth, pre_prepare)
+        if reason is not None:
+            return reason
+        self._accept_pre_prepare(signed)
+        return None
+
+    def _accept_pre_prepare(self, signed: Signed[PrePrepare]) -> None:
+        """Record an accepted PRE-PREPARE; a backup multicasts its PREPARE."""
+        pre_prepare = signed.message
+        slot = self._slot(pre_prepare.seq)
+        slot.pre_prepare = signed
+        for request in pre_prepare.batch:
+            self.assigned[(request.message.client, request.message.timestamp)] = pre_prepare.seq
+        if pre_prepare.sender != self.id:
+            prepare = self._sign(
+                Prepare(pre_prepare.view, pre_prepare.seq, pre_prepare.digest, self.id)
+            )
+            slot.prepares[self.id] = prepare
+            self._broadcast(prepare)
+        self._check_prepared(pre_prepare.seq, slot)
+
+    def _on_prepare(self, signed: Signed[Prepare]) -> str | None:
+        """§4.2: record a PREPARE of the current view within the watermarks.
+
+        The primary's PRE-PREPARE stands for its vote, so a PREPARE from the
+        primary is not counted.
+        """
+        prepare = signed.message
+        reason = self._view_gate(signed, prepare.view) or self._in_window(prepare.seq)
+        if reason is not None:
+            return reason
+        if prepare.sender == self.primary:
+            return "prepare-from-primary"
+        slot = self._slot(prepare.seq)
+        if prepare.sender in slot.prepares:
+            return "duplicate"
+        slot.prepares[prepare.sender] = signed
+        self._check_prepared(prepare.seq, slot)
+        return None
+
+    def _check_prepared(self, seq: int, slot: Slot) -> None:
+        """prepared(m, v, n, i): the PRE-PREPARE and 2f matching PREPAREs from distinct
+        backups (§4.2). Then keep the certificate and multicast COMMIT."""
+        if slot.prepared or slot.pre_prepare is None:
+            return
+        pre_prepare = slot.pre_prepare.message
+        matching = [
+            prepare
+            for sender, prepare in sorted(slot.prepares.items())
+            if prepare.message.digest == pre_prepare.digest
+        ]
+        needed = 2 * self.config.f
+        if len(matching) < needed:
+            return
+        slot.prepared = True
+        self.prepared_certificates[seq] = PreparedCertificate(
+            slot.pre_prepare, tuple(matching[:needed])
+        )
+        commit = self._sign(Commit(pre_prepare.view, seq, pre_prepare.digest, self.id))
+        slot.commits[self.id] = commit
+        self._broadcast(commit)
+        self._check_committed(seq, slot)
+
+    def _on_commit(self, signed: Signed[Commit]) -> str | None:
+        """§4.2: record a COMMIT of the current view within the watermarks."""
+        commit = signed.message
+        reason = self._view_gate(signed, commit.view) or self._in_window(commit.seq)
+        if reason is not None:
+            return reason
+        slot = self._slot(commit.seq)
+        if commit.sender in slot.commits:
+            return "duplicate"
+        slot.commits[commit.sender] = signed
+        self._check_committed(commit.seq, slot)
+        return None
+
+    def _check_committed(self, seq: int, slot: Slot) -> None:
+        """committed-local(m, v, n, i): prepared and 2f+1 matching COMMITs from distinct
+        replicas, its own included (§4.2)."""
+        if slot.committed or not slot.prepared:
+            return
+        assert slot.pre_prepare is not None
+        digest = slot.pre_prepare.message.digest
+        votes = sum(1 for commit in slot.commits.values() if commit.message.digest == digest)
+        if votes < self.config.quorum:
+            return
+        slot.committed = True
+        if seq > self.last_executed:
+            self.committed[seq] = slot.pre_prepare.message
+            self._execute_ready()
+
+    def _execute_ready(self) -> None:
+        """Execute committed batches strictly in sequence-number order (§4.2).
+
+        A request whose timestamp is not above the client's last executed one
+        is skipped: every (client, timestamp) executes at most once, even when
+        a view change re-issues it at another sequence number.
+        """
+        progressed = False
+        while self.fetching is None:
+            pre_prepare = self.committed.pop(self.last_executed + 1, None)
+            if pre_prepare is None:
+                break
+            executed: list[tuple[int, int]] = []
+            for signed in pre_prepare.batch:
+                request = signed.message
+                last = self.client_table.get(request.client)
+                if last is not None and request.timestamp <= last[0]:
+                    continue
+                result = self.service.execute(request.operation)
+                self.client_table[request.client] = (request.timestamp, result)
+                executed.append((request.client, request.timestamp))
+                waiting = self.pending.get(request.client)
+                if waiting is not None and waiting.message.timestamp <= request.timestamp:
+                    del self.pending[request.client]
+                    self.queue.pop(request.client, None)
+                self._send_reply(request.client, request.timestamp, result)
+            self.last_executed = pre_prepare.seq
+            self._emit(
+                Executed(pre_prepare.seq, pre_prepare.view, pre_prepare.digest, tuple(executed))
+            )
+            if pre_prepare.seq % self.params.checkpoint_interval == 0:
+                self._take_checkpoint(pre_prepare.seq)
+            progressed = True
+        if progressed:
+            if self._timer_request is not None:
+                client, timestamp = self._timer_request
+                waiting = self.pending.get(client)
+                if waiting is None or waiting.message.timestamp != timestamp:
+                    self._restart_request_timer()
+            self._propose()
+
+    _handlers: dict[type, Any] = {}
+
+
+Replica._handlers = {
+    Request: Replica._on_request,
+    PrePrepare: Replica._on_pre_prepare,
+    Prepare: Replica._on_prepare,
+    Commit: Replica._on_commit,
+    Checkpoint: CheckpointMixin._on_checkpoint,
+    FetchState: CheckpointMixin._on_fetch_state,
+    StateSnapshot: CheckpointMixin._on_state_snapshot,
+    ViewChange: ViewChangeMixin._on_view_change,
+    NewView: ViewChangeMixin._on_new_view,
+}

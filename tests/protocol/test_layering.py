@@ -1,0 +1,48 @@
+"""The core stays sans-IO: no trio, socket, time or random in the protocol modules, and
+faults depend on pbft, never the reverse."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pbft
+
+PACKAGE = Path(pbft.__file__).parent
+#: Drivers of the core: the only modules of pbft allowed to do I/O or draw randomness.
+DRIVERS = {"simnet", "cli", "runtime", "sim", "bench", "storage"}
+FORBIDDEN = {"trio", "socket", "time", "random", "asyncio", "selectors", "faults", "os"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def core_modules() -> list[Path]:
+    modules = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0].removesuffix(".py") in DRIVERS:
+            continue
+        modules.append(path)
+    return modules
+
+
+def test_core_modules_import_no_io_clock_or_randomness() -> None:
+    modules = core_modules()
+    assert any(path.name == "replica.py" for path in modules)
+    for path in modules:
+        bad = imported_modules(path) & FORBIDDEN
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
+def test_pbft_never_imports_faults() -> None:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        assert "faults" not in imported_modules(path), path

@@ -1,0 +1,205 @@
+"""The normal-case protocol (Castro & Liskov §4.2) through the in-memory network."""
+
+from __future__ import annotations
+
+import pytest
+
+from pbft import service as kv
+from pbft.config import ProtocolParams
+from pbft.events import Executed
+from pbft.simnet import make_cluster
+from tests.conftest import (
+    assert_agreement,
+    assert_same_state,
+    completed_all,
+    executed_requests,
+    submit_puts,
+)
+
+
+@pytest.mark.parametrize("f", [1, 2])
+def test_many_requests_from_several_clients_commit_everywhere(f: int) -> None:
+    """n = 4 and n = 7: all honest replicas execute the same sequence with the same state."""
+    cluster = make_cluster(f=f, clients=3, seed=f)
+    submit_puts(cluster, per_client=40)
+    assert cluster.network.run_until_idle(max_ticks=100_000)
+    assert completed_all(cluster)
+    assert_agreement(cluster)
+    assert_same_state(cluster, cluster.replicas)
+    for replica in cluster.replicas.values():
+        assert replica.view == 0
+        assert len(executed_requests(cluster, replica.id)) == 120
+
+
+def test_results_are_those_of_the_key_value_store() -> None:
+    """§4.1: the client accepts the result f+1 replicas agree on: the service's result."""
+    cluster = make_cluster(f=1, clients=1, seed=3)
+    operations = [
+        kv.put("a", "1"),
+        kv.get("a"),
+        kv.cas("a", "1", "2"),
+        kv.cas("a", "1", "3"),
+        kv.get("a"),
+        kv.delete("a"),
+        kv.get("a"),
+        kv.cas("a", None, "4"),
+    ]
+    cluster.network.submit(0, operations)
+    assert cluster.network.run_until_idle(max_ticks=10_000)
+    results = [kv.decode_result(op.result) for op in cluster.network.operations]
+    assert results == [True, "1", True, False, "2", True, None, True]
+
+
+def test_batch_size_one_assigns_one_request_per_sequence_number() -> None:
+    """Batching is configurable and 1 must work: one request per PRE-PREPARE."""
+    params = ProtocolParams(batch_size=1, checkpoint_interval=4, log_window=8)
+    cluster = make_cluster(f=1, clients=4, seed=4, params=params)
+    submit_puts(cluster, per_client=10)
+    assert cluster.network.run_until_idle(max_ticks=50_000)
+    for entry in cluster.network.executed[0]:
+        assert len(entry.requests) == 1
+    assert cluster.replicas[0].last_executed == 40
+    assert_agreement(cluster)
+
+
+def test_primary_batches_requests_when_the_window_is_full() -> None:
+    """§5.1: requests that arrive while the window is full travel together in one batch."""
+    params = ProtocolParams(batch_size=8, checkpoint_interval=1, log_window=1)
+    cluster = make_cluster(f=1, clients=8, seed=5, params=params)
+    submit_puts(cluster, per_client=5)
+    assert cluster.network.run_until_idle(max_ticks=50_000)
+    sizes = [len(entry.requests) for entry in cluster.network.executed[0]]
+    assert sum(sizes) == 40
+    assert max(sizes) > 1
+    assert_agreement(cluster)
+
+
+def test_execution_is_strictly_in_sequence_order_despite_reordering() -> None:
+    """§4.2: a replica executes n only after every lower sequence number.
+
+    A replica that falls behind a stable checkpoint skips ahead by state
+    transfer (§4.3) instead, so the executed numbers rise strictly and every
+    gap ends at a stable checkpoint.
+    """
+    from pbft.simnet import LinkFaults
+
+    faults = LinkFaults(min_delay_ticks=1, max_delay_ticks=40)
+    cluster = make_cluster(f=1, clients=4, seed=6, faults=faults)
+    submit_puts(cluster, per_client=15)
+    assert cluster.network.run_until_idle(max_ticks=100_000)
+    for replica in cluster.replicas:
+        seqs = [entry.seq for entry in cluster.network.executed[replica]]
+        interval = cluster.params.checkpoint_interval
+        for before, after in zip([0, *seqs], seqs, strict=False):
+            assert after > before
+            if after != before + 1:
+                assert (after - 1) % interval == 0, f"gap {before}->{after} not at a checkpoint"
+    assert_agreement(cluster)
+
+
+def test_each_request_executes_at_most_once_and_duplicates_get_the_cached_reply() -> None:
+    """§4.1: replicas execute (client, timestamp) at most once and resend the last reply."""
+    cluster = make_cluster(f=1, clients=1, seed=7)
+    cluster.network.submit(0, [kv.put("x", "1")])
+    assert cluster.network.run_until_idle(max_ticks=10_000)
+    client = cluster.clients[0]
+    # Replay the client's request (same timestamp) to every replica.
+    from pbft.encoding import encode_signed
+    from pbft.messages import Request
+
+    old = client.auth.sign(Request(0, client.timestamp, kv.put("x", "1")))
+    replies_before = sum(1 for _ in cluster.network.notices)
+    for replica in cluster.replicas:
+        effects = cluster.replicas[replica].step(_receive(encode_signed(old)))
+        assert [type(e).__name__ for e in effects] == ["SendToClient"]
+        assert kv.decode_result(effects[0].message.message.result) is True
+    for replica in cluster.replicas:
+        assert executed_requests(cluster, replica) == [(0, client.timestamp)]
+    assert replies_before == len(cluster.network.notices)
+
+
+def test_a_conflicting_pre_prepare_for_the_same_view_and_seq_is_refused() -> None:
+    """§4.2: a backup accepts no PRE-PREPARE for (v, n) with another digest than the first."""
+    cluster = make_cluster(f=1, clients=2, seed=8)
+    primary = cluster.replicas[0]
+    from pbft.encoding import encode_signed
+    from pbft.messages import PrePrepare, Request, batch_digest
+
+    requests = [
+        cluster.clients[c].auth.sign(Request(c, 1, kv.put("k", str(c)))) for c in range(2)
+    ]
+    first = primary.auth.sign(PrePrepare(0, 1, batch_digest((requests[0],)), (requests[0],), 0))
+    second = primary.auth.sign(PrePrepare(0, 1, batch_digest((requests[1],)), (requests[1],), 0))
+    backup = cluster.replicas[1]
+    backup.step(_receive(encode_signed(first)))
+    backup.step(_receive(encode_signed(second)))
+    assert backup.slots[1].pre_prepare is not None
+    assert backup.slots[1].pre_prepare.message.digest == first.message.digest
+    assert backup.counters.dropped[("PRE-PREPARE", "conflicting-pre-prepare")] == 1
+
+
+def test_a_pre_prepare_whose_digest_is_not_that_of_its_batch_is_refused() -> None:
+    """§4.2: d must be the digest of the batch actually carried."""
+    cluster = make_cluster(f=1, clients=2, seed=9)
+    from pbft.encoding import encode_signed
+    from pbft.messages import PrePrepare, Request, batch_digest
+
+    requests = [
+        cluster.clients[c].auth.sign(Request(c, 1, kv.put("k", str(c)))) for c in range(2)
+    ]
+    lying = cluster.replicas[0].auth.sign(
+        PrePrepare(0, 1, batch_digest((requests[1],)), (requests[0],), 0)
+    )
+    backup = cluster.replicas[1]
+    effects = backup.step(_receive(encode_signed(lying)))
+    assert 1 not in backup.slots
+    assert backup.counters.dropped[("PRE-PREPARE", "bad-digest")] == 1
+    assert not any(type(e).__name__ == "SendToReplicas" for e in effects)
+
+
+def test_pre_prepare_outside_the_watermarks_is_refused() -> None:
+    """§4.2: the sequence number must lie in (h, h+L]."""
+    params = ProtocolParams(checkpoint_interval=4, log_window=8)
+    cluster = make_cluster(f=1, clients=1, seed=10, params=params)
+    from pbft.encoding import encode_signed
+    from pbft.messages import PrePrepare, Request, batch_digest
+
+    request = cluster.clients[0].auth.sign(Request(0, 1, kv.put("k", "v")))
+    far = cluster.replicas[0].auth.sign(
+        PrePrepare(0, 9, batch_digest((request,)), (request,), 0)
+    )
+    backup = cluster.replicas[1]
+    backup.step(_receive(encode_signed(far)))
+    assert 9 not in backup.slots
+    assert backup.counters.dropped[("PRE-PREPARE", "outside-watermarks")] == 1
+
+
+def test_pre_prepare_from_a_backup_is_refused() -> None:
+    """§4.1: only the primary of the view (v mod n) assigns sequence numbers."""
+    cluster = make_cluster(f=1, clients=1, seed=11)
+    from pbft.encoding import encode_signed
+    from pbft.messages import PrePrepare, Request, batch_digest
+
+    request = cluster.clients[0].auth.sign(Request(0, 1, kv.put("k", "v")))
+    usurper = cluster.replicas[2].auth.sign(
+        PrePrepare(0, 1, batch_digest((request,)), (request,), 2)
+    )
+    backup = cluster.replicas[1]
+    backup.step(_receive(encode_signed(usurper)))
+    assert 1 not in backup.slots
+    assert backup.counters.dropped[("PRE-PREPARE", "not-primary")] == 1
+
+
+def test_executed_notices_carry_view_seq_and_digest() -> None:
+    cluster = make_cluster(f=1, clients=1, seed=12)
+    cluster.network.submit(0, [kv.put("a", "b")])
+    assert cluster.network.run_until_idle(max_ticks=10_000)
+    (entry,) = cluster.network.executed[1]
+    assert isinstance(entry, Executed)
+    assert (entry.seq, entry.view, len(entry.digest)) == (1, 0, 32)
+
+
+def _receive(data: bytes):  # type: ignore[no-untyped-def]
+    from pbft.events import Receive
+
+    return Receive(data)

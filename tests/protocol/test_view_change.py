@@ -1,0 +1,203 @@
+"""View changes (Castro & Liskov §4.4, TOCS §4.5) through the in-memory network."""
+
+from __future__ import annotations
+
+import pytest
+
+from pbft import service as kv
+from pbft.config import ProtocolParams
+from pbft.encoding import encode_signed
+from pbft.events import NewViewEntered, Receive, TimerFired, ViewChangeStarted
+from pbft.messages import ViewChange
+from pbft.simnet import make_cluster
+from tests.conftest import (
+    assert_agreement,
+    assert_same_state,
+    completed_all,
+    executed_requests,
+    submit_puts,
+)
+
+
+def notices(cluster, kind):  # type: ignore[no-untyped-def]
+    return [(tick, address, n) for tick, address, n in cluster.network.notices if type(n) is kind]
+
+
+@pytest.mark.parametrize("f", [1, 2])
+def test_f_crashed_backups_do_not_stop_the_cluster(f: int) -> None:
+    """§4: with at most f faulty replicas the remaining 2f+1 still commit."""
+    cluster = make_cluster(f=f, clients=2, seed=20 + f)
+    crashed = list(range(cluster.config.n - f, cluster.config.n))
+    for replica in crashed:
+        cluster.network.crash(("replica", replica))
+    submit_puts(cluster, per_client=20)
+    assert cluster.network.run_until_idle(max_ticks=100_000)
+    honest = [r for r in cluster.replicas if r not in crashed]
+    assert_agreement(cluster, honest)
+    assert_same_state(cluster, honest)
+    assert all(cluster.replicas[r].view == 0 for r in honest)
+
+
+@pytest.mark.parametrize("f", [1, 2])
+def test_crashed_primary_causes_a_view_change_and_requests_keep_committing(f: int) -> None:
+    """§4.4: backups whose requests wait too long move to view 1; the new primary takes over."""
+    cluster = make_cluster(f=f, clients=3, seed=30 + f)
+    submit_puts(cluster, per_client=20)
+    cluster.network.run(40)
+    cluster.network.crash(("replica", 0))
+    assert cluster.network.run_until_idle(max_ticks=200_000)
+    assert completed_all(cluster)
+    honest = list(range(1, cluster.config.n))
+    assert_agreement(cluster, honest)
+    assert_same_state(cluster, honest)
+    assert all(cluster.replicas[r].view >= 1 for r in honest)
+    assert notices(cluster, NewViewEntered)
+    for replica in honest:
+        requests = executed_requests(cluster, replica)
+        assert len(requests) == len(set(requests)) == 60
+
+
+def test_primary_cut_off_is_replaced_and_the_cluster_goes_on() -> None:
+    cluster = make_cluster(f=1, clients=2, seed=40)
+    cluster.network.isolate(0)
+    submit_puts(cluster, per_client=10)
+    assert cluster.network.run_until_idle(max_ticks=100_000)
+    assert all(cluster.replicas[r].view == 1 for r in (1, 2, 3))
+    assert_agreement(cluster, [1, 2, 3])
+
+
+def test_request_prepared_before_the_view_change_executes_exactly_once_after_it() -> None:
+    """§4.4: a request prepared in view v survives into v+1 through NEW-VIEW's O, and
+    executes once. Here the primary's COMMITs and every replica's COMMITs are lost in
+    view 0, so the request is prepared everywhere but committed nowhere."""
+    cluster = make_cluster(f=1, clients=1, seed=41)
+    network = cluster.network
+
+    def lose_commits_of_view_zero(source, destination, message):  # type: ignore[no-untyped-def]
+        inner = message.message
+        return not (type(inner).__name__ == "Commit" and inner.view == 0)
+
+    network.intercept = lose_commits_of_view_zero
+    network.submit(0, [kv.put("survivor", "1")])
+    network.run(200)
+    assert all(1 in r.prepared_certificates for r in cluster.replicas.values())
+    assert all(r.last_executed == 0 for r in cluster.replicas.values())
+    network.crash(("replica", 0))
+    network.intercept = None
+    assert network.run_until_idle(max_ticks=50_000)
+    entered = notices(cluster, NewViewEntered)
+    assert entered and all(n.reissued == 1 for _, _, n in entered)
+    for replica in (1, 2, 3):
+        assert executed_requests(cluster, replica) == [(0, 1)]
+        assert cluster.network.executed[replica][0].view == 1
+    assert kv.decode_result(network.operations[0].result) is True
+
+
+def test_new_view_fills_gaps_with_null_requests() -> None:
+    """§4.4: sequence numbers between min-s and max-s with no certificate get a null request."""
+    cluster = make_cluster(f=1, clients=2, seed=42)
+    network = cluster.network
+    # Seq 1 (client 0's request) never gets its PREPAREs through; seq 2 (client 1's) prepares.
+    def block_first_prepares(source, destination, message):  # type: ignore[no-untyped-def]
+        inner = message.message
+        name = type(inner).__name__
+        if name == "Prepare" and inner.seq == 1:
+            return False
+        return not (name == "Commit" and inner.view == 0)
+
+    network.intercept = block_first_prepares
+    network.invoke(0, kv.put("a", "1"))
+    network.run(5)
+    network.invoke(1, kv.put("b", "2"))
+    network.run(200)
+    assert all(2 in r.prepared_certificates and 1 not in r.prepared_certificates
+               for r in cluster.replicas.values())
+    network.crash(("replica", 0))
+    network.intercept = None
+    assert network.run_until_idle(max_ticks=50_000)
+    entered = notices(cluster, NewViewEntered)
+    assert entered and all((n.reissued, n.null_requests) == (1, 1) for _, _, n in entered)
+    assert completed_all(cluster)
+    assert_agreement(cluster, [1, 2, 3])
+    assert_same_state(cluster, [1, 2, 3])
+
+
+def test_view_change_timeout_doubles_for_each_further_view_change() -> None:
+    """§4.5.2: if the NEW-VIEW for v+1 does not come in T, move to v+2 and wait 2T.
+
+    Replica 0 of a 7-replica cluster is fed 2f VIEW-CHANGEs for each view it
+    enters (so its timer starts) but no NEW-VIEW ever comes.
+    """
+    params = ProtocolParams(view_change_timeout_ticks=100)
+    cluster = make_cluster(f=2, clients=1, seed=43, params=params)
+    replica = cluster.replicas[0]
+    timeouts = []
+    for new_view in range(1, 6):
+        effects = replica.step(TimerFired("view-change"))
+        assert replica.view == new_view
+        assert not replica.view_active
+        others = [r for r in range(1, 7) if r != cluster.config.primary(new_view)][:4]
+        for other in others:
+            view_change = cluster.replicas[other].auth.sign(ViewChange(new_view, 0, (), (), other))
+            effects += replica.step(Receive(encode_signed(view_change)))
+        timers = [e.ticks for e in effects if type(e).__name__ == "SetTimer"
+                  and e.name == "view-change"]
+        timeouts.append(timers[-1])
+    assert timeouts == [100, 200, 400, 800, 1600]
+
+
+def test_f_plus_one_view_changes_for_higher_views_pull_a_replica_along() -> None:
+    """§4.5.2: on f+1 VIEW-CHANGEs for views above its own, a replica joins the smallest."""
+    cluster = make_cluster(f=1, clients=1, seed=44)
+    replica = cluster.replicas[3]
+    for sender, view in ((1, 5), (2, 3)):
+        signed = cluster.replicas[sender].auth.sign(ViewChange(view, 0, (), (), sender))
+        replica.step(Receive(encode_signed(signed)))
+    assert replica.view == 3
+    assert not replica.view_active
+
+
+def test_a_single_view_change_for_a_far_higher_view_moves_nobody() -> None:
+    """§4.5.2: one replica (possibly faulty) alone cannot push others into a view change."""
+    cluster = make_cluster(f=1, clients=1, seed=45)
+    signed = cluster.replicas[2].auth.sign(ViewChange(1_000_000, 0, (), (), 2))
+    for replica in (0, 1, 3):
+        cluster.replicas[replica].step(Receive(encode_signed(signed)))
+        assert cluster.replicas[replica].view == 0
+        assert cluster.replicas[replica].view_active
+    cluster.network.submit(0, [kv.put("a", "1")])
+    assert cluster.network.run_until_idle(max_ticks=10_000)
+
+
+def test_messages_of_a_higher_view_are_not_processed_before_its_new_view() -> None:
+    """A PREPARE for view 1 arriving in view 0 is buffered, never counted in view 0."""
+    cluster = make_cluster(f=1, clients=1, seed=46)
+    from pbft.messages import Prepare
+
+    replica = cluster.replicas[3]
+    for sender in (1, 2):
+        prepare = cluster.replicas[sender].auth.sign(Prepare(1, 1, b"d" * 32, sender))
+        replica.step(Receive(encode_signed(prepare)))
+    assert replica.slots == {}
+    assert len(replica.future) == 2
+
+
+def test_lost_view_change_messages_are_resent() -> None:
+    """A VIEW-CHANGE lost on the way is sent again while the view change is incomplete."""
+    cluster = make_cluster(f=1, clients=2, seed=47)
+    network = cluster.network
+    dropped = {"count": 0}
+
+    def lose_first_view_changes(source, destination, message):  # type: ignore[no-untyped-def]
+        if type(message.message).__name__ == "ViewChange" and dropped["count"] < 4:
+            dropped["count"] += 1
+            return False
+        return True
+
+    network.intercept = lose_first_view_changes
+    network.crash(("replica", 0))
+    submit_puts(cluster, per_client=5)
+    assert network.run_until_idle(max_ticks=100_000)
+    assert dropped["count"] == 4
+    assert notices(cluster, ViewChangeStarted)
+    assert_agreement(cluster, [1, 2, 3])
