@@ -28,8 +28,8 @@ class ClusterConfig:
 
     cluster_id: str
     f: int
-    replica_keys: tuple[bytes, ...]
-    client_keys: tuple[bytes, ...]
+    replica_keys: tuple[bytes, ...] = attrs.field(converter=tuple)
+    client_keys: tuple[bytes, ...] = attrs.field(converter=tuple)
     scheme: str = ED25519
 
     def __attrs_post_init__(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from pbft.messages import Signed
+from pbft.messages import PreparedCertificate, PrePrepare, Signed
 
 # ---------------------------------------------------------------------------- events
 
@@ -79,6 +79,36 @@ class CancelTimer:
 
 
 @attrs.frozen(slots=True)
+class Prepared:
+    """prepared(m, v, n, i) became true; the certificate is what a VIEW-CHANGE will carry."""
+
+    certificate: PreparedCertificate
+
+    @property
+    def seq(self) -> int:
+        return self.certificate.seq
+
+    @property
+    def view(self) -> int:
+        return self.certificate.view
+
+
+@attrs.frozen(slots=True)
+class Committed:
+    """committed-local(m, v, n, i) became true: the batch will execute at ``seq``."""
+
+    pre_prepare: Signed[PrePrepare]
+
+    @property
+    def seq(self) -> int:
+        return self.pre_prepare.message.seq
+
+    @property
+    def view(self) -> int:
+        return self.pre_prepare.message.view
+
+
+@attrs.frozen(slots=True)
 class Executed:
     """The batch at ``seq`` was executed (committed-local and all lower executed)."""
 
@@ -127,6 +157,13 @@ class Completed:
 
 
 Notice = (
-    Executed | CheckpointStable | ViewChangeStarted | NewViewEntered | StateTransferred | Dropped
+    Prepared
+    | Committed
+    | Executed
+    | CheckpointStable
+    | ViewChangeStarted
+    | NewViewEntered
+    | StateTransferred
+    | Dropped
 )
 Effect = SendToReplicas | SendToClient | SetTimer | CancelTimer | Notice | Completed

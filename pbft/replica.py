@@ -41,10 +41,12 @@ from pbft.counters import Counters
 from pbft.crypto import Signer, Verifier
 from pbft.events import (
     CancelTimer,
+    Committed,
     Dropped,
     Effect,
     Event,
     Executed,
+    Prepared,
     Receive,
     SendToClient,
     SendToReplicas,
@@ -67,6 +69,7 @@ from pbft.messages import (
     batch_digest,
 )
 from pbft.replica_checkpoints import CheckpointMixin
+from pbft.replica_recovery import RecoveryMixin
 from pbft.replica_view_change import ViewChangeMixin
 from pbft.service import KeyValueStore, Service
 
@@ -104,7 +107,7 @@ class Slot:
         self.committed = False
 
 
-class Replica(CheckpointMixin, ViewChangeMixin):
+class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
     """One PBFT replica: ``step(event) -> list[Effect]``."""
 
     def __init__(
@@ -160,6 +163,9 @@ class Replica(CheckpointMixin, ViewChangeMixin):
         self.own_checkpoints: dict[int, tuple[bytes, bytes]] = {}
         self.checkpoint_votes: dict[int, dict[int, Signed[Checkpoint]]] = {}
         self.fetching: int | None = None
+        #: Replicas seen using sequence numbers beyond our window: f+1 of them
+        #: prove we are behind a stable checkpoint we never heard of.
+        self.ahead_senders: set[int] = set()
 
         # View changes (§4.4).
         self.view_changes: dict[int, dict[int, CheckedViewChange]] = {}
@@ -234,11 +240,12 @@ class Replica(CheckpointMixin, ViewChangeMixin):
         self.counters.drop(message_type, reason)
         self._effects.append(Dropped(message_type, reason))
 
-    def _in_window(self, seq: int) -> str | None:
+    def _in_window(self, seq: int, sender: int) -> str | None:
         """§4.2: accept only sequence numbers between the watermarks, h < n <= h+L."""
         if seq <= self.low_watermark:
             return "stale"
         if seq > self.low_watermark + self.params.log_window:
+            self._note_ahead(sender)
             return "outside-watermarks"
         return None
 
@@ -381,13 +388,18 @@ class Replica(CheckpointMixin, ViewChangeMixin):
             return reason
         if pre_prepare.sender != self.primary:
             return "not-primary"
-        reason = self._in_window(pre_prepare.seq)
+        reason = self._in_window(pre_prepare.seq, pre_prepare.sender)
         if reason is not None:
             return reason
         slot = self.slots.get(pre_prepare.seq)
         if slot is not None and slot.pre_prepare is not None:
             if slot.pre_prepare.message.digest == pre_prepare.digest:
                 return "duplicate"
+            return "conflicting-pre-prepare"
+        own = slot.prepares.get(self.id) if slot is not None else None
+        if own is not None and own.message.digest != pre_prepare.digest:
+            # We already sent a PREPARE for another digest at (v, n), before a
+            # restart: never sign a second, contradicting one.
             return "conflicting-pre-prepare"
         reason = pre_prepare_is_well_formed(self.auth, pre_prepare)
         if reason is not None:
@@ -402,12 +414,16 @@ class Replica(CheckpointMixin, ViewChangeMixin):
         slot.pre_prepare = signed
         for request in pre_prepare.batch:
             self.assigned[(request.message.client, request.message.timestamp)] = pre_prepare.seq
-        if pre_prepare.sender != self.id:
+        own = slot.prepares.get(self.id)
+        if pre_prepare.sender != self.id and own is None:
             prepare = self._sign(
                 Prepare(pre_prepare.view, pre_prepare.seq, pre_prepare.digest, self.id)
             )
             slot.prepares[self.id] = prepare
             self._broadcast(prepare)
+        elif own is not None:
+            # Recovered from storage: the PREPARE may never have left before the crash.
+            self._broadcast(own)
         self._check_prepared(pre_prepare.seq, slot)
 
     def _on_prepare(self, signed: Signed[Prepare]) -> str | None:
@@ -417,7 +433,8 @@ class Replica(CheckpointMixin, ViewChangeMixin):
         primary is not counted.
         """
         prepare = signed.message
-        reason = self._view_gate(signed, prepare.view) or self._in_window(prepare.seq)
+        reason = self._view_gate(signed, prepare.view)
+        reason = reason or self._in_window(prepare.seq, prepare.sender)
         if reason is not None:
             return reason
         if prepare.sender == self.primary:
@@ -444,9 +461,9 @@ class Replica(CheckpointMixin, ViewChangeMixin):
         if len(matching) < needed:
             return
         slot.prepared = True
-        self.prepared_certificates[seq] = PreparedCertificate(
-            slot.pre_prepare, tuple(matching[:needed])
-        )
+        certificate = PreparedCertificate(slot.pre_prepare, tuple(matching[:needed]))
+        self.prepared_certificates[seq] = certificate
+        self._emit(Prepared(certificate))
         commit = self._sign(Commit(pre_prepare.view, seq, pre_prepare.digest, self.id))
         slot.commits[self.id] = commit
         self._broadcast(commit)
@@ -455,7 +472,7 @@ class Replica(CheckpointMixin, ViewChangeMixin):
     def _on_commit(self, signed: Signed[Commit]) -> str | None:
         """§4.2: record a COMMIT of the current view within the watermarks."""
         commit = signed.message
-        reason = self._view_gate(signed, commit.view) or self._in_window(commit.seq)
+        reason = self._view_gate(signed, commit.view) or self._in_window(commit.seq, commit.sender)
         if reason is not None:
             return reason
         slot = self._slot(commit.seq)
@@ -477,6 +494,7 @@ class Replica(CheckpointMixin, ViewChangeMixin):
             return
         slot.committed = True
         if seq > self.last_executed:
+            self._emit(Committed(slot.pre_prepare))
             self.committed[seq] = slot.pre_prepare.message
             self._execute_ready()
 

@@ -17,7 +17,7 @@ This is a mixin of :class:`pbft.replica.Replica`; it shares the replica's state.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgpack
 
@@ -53,6 +53,8 @@ class CheckpointMixin(_Base):
             return "not-a-checkpoint-seq"
         if checkpoint.seq <= self.low_watermark:
             return "stale"
+        if checkpoint.seq > self.low_watermark + self.params.log_window:
+            self._note_ahead(checkpoint.sender)
         return self._record_checkpoint(signed)
 
     def _record_checkpoint(self, signed: Signed[Checkpoint]) -> str | None:
@@ -100,8 +102,9 @@ class CheckpointMixin(_Base):
         self.stable_snapshot = own[1] if own is not None and own[0] == digest else None
         self._collect_garbage(seq)
         self._emit(CheckpointStable(seq, digest))
+        self.ahead_senders.clear()
         if self.last_executed < seq:
-            self._start_state_transfer()
+            self._start_state_transfer(seq)
         if self.is_primary:
             self.next_seq = max(self.next_seq, seq + 1)
             self._propose()
@@ -119,14 +122,26 @@ class CheckpointMixin(_Base):
 
     # ---------------------------------------------------------- state transfer
 
-    def _start_state_transfer(self) -> None:
-        self.fetching = self.low_watermark
-        self._broadcast(self._sign(FetchState(self.low_watermark, self.id)))
+    def _start_state_transfer(self, seq: int) -> None:
+        """Ask every peer for the state at a stable checkpoint of at least ``seq``."""
+        self.fetching = seq
+        self._broadcast(self._sign(FetchState(seq, self.id)))
         self._emit(SetTimer("state-transfer", self.params.state_transfer_timeout_ticks))
 
     def _retry_state_transfer(self) -> None:
         if self.fetching is not None:
-            self._start_state_transfer()
+            self._start_state_transfer(self.fetching)
+
+    def _note_ahead(self, sender: int) -> None:
+        """A peer used a sequence number above our window. Once f+1 peers have, at
+        least one honest replica is ahead of us, past a stable checkpoint we missed
+        (we were cut off, or restarted): fetch it, with its proof."""
+        if self.fetching is not None:
+            return
+        self.ahead_senders.add(sender)
+        if len(self.ahead_senders) >= self.config.weak_quorum:
+            self.ahead_senders.clear()
+            self._start_state_transfer(self.low_watermark + 1)
 
     def _on_fetch_state(self, signed: Signed[FetchState]) -> str | None:
         """Serve the state at our stable checkpoint, with its proof, to a replica behind."""
@@ -146,7 +161,7 @@ class CheckpointMixin(_Base):
         state = signed.message
         if self.fetching is None:
             return "unsolicited"
-        if state.seq < self.low_watermark or state.seq <= self.last_executed:
+        if state.seq < self.fetching or state.seq <= self.last_executed:
             return "stale"
         digest = hashlib.sha256(state.snapshot).digest()
         proven = checkpoint_proof_digest(self.auth, self.config, state.seq, state.checkpoint_proof)
@@ -186,6 +201,3 @@ class CheckpointMixin(_Base):
             raise ValueError(f"malformed state snapshot: {error}") from None
         self.service.restore(service_snapshot)
         self.client_table = client_table
-
-    def checkpoint_summary(self) -> dict[str, Any]:
-        return {"low_watermark": self.low_watermark, "stable_digest": self.stable_digest.hex()}

@@ -67,7 +67,7 @@ def decode_operation(operation: bytes) -> tuple[str, list[Any]]:
         value = msgpack.unpackb(operation, raw=False)
     except Exception as error:  # the C decoder raises several types
         raise ValueError(f"malformed operation: {error}") from None
-    if type(value) is not list or not value or value[0] not in _ARITY:
+    if type(value) is not list or not value or type(value[0]) is not str or value[0] not in _ARITY:
         raise ValueError("an operation is [name, args...] with name get|put|delete|cas")
     name, args = value[0], value[1:]
     if len(args) != _ARITY[name]:
@@ -134,9 +134,15 @@ class KeyValueStore:
     def restore(self, snapshot: bytes) -> None:
         try:
             items = msgpack.unpackb(snapshot, raw=False)
-            data = {key: value for key, value in items}
-        except Exception as error:
+        except Exception as error:  # the C decoder raises several types
             raise SnapshotError(f"not a key-value snapshot: {error}") from None
-        if not all(type(k) is str and type(v) is str for k, v in data.items()):
-            raise SnapshotError("not a key-value snapshot: keys and values must be strings")
+        if type(items) is not list or not all(
+            type(item) is list and len(item) == 2 and type(item[0]) is str and type(item[1]) is str
+            for item in items
+        ):
+            raise SnapshotError("not a key-value snapshot: expected [[key, value], ...] strings")
+        data = dict(items)
+        # Only what snapshot() produces: sorted, unique keys, canonical bytes.
+        if msgpack.packb(sorted(data.items())) != snapshot:
+            raise SnapshotError("not a key-value snapshot: not in canonical form")
         self.data = data

@@ -92,6 +92,8 @@ class Network:
         self.crashed: set[Address] = set()
         self.isolated: set[int] = set()
         self.intercept: Intercept | None = None
+        #: Called with each node's effects before they are carried out (journals, traces).
+        self.on_step: Callable[[Address, list[Effect]], None] | None = None
         self.executed: dict[int, list[Executed]] = {}
         self.operations: list[Operation] = []
         self.notices: list[tuple[int, Address, Any]] = []
@@ -112,12 +114,18 @@ class Network:
     def add_client(self, client: Node, client_id: int) -> None:
         self.nodes[("client", client_id)] = client
 
-    def replace(self, address: Address, node: Node) -> None:
-        """Put a new node (a restarted or a faulty one) at an address; old timers die."""
+    def replace(self, address: Address, node: Node, effects: Iterable[Effect] = ()) -> None:
+        """Put a new node (a restarted or a faulty one) at an address; old timers die.
+
+        ``effects`` are carried out for it at once (a recovered replica's first ones).
+        """
         self.nodes[address] = node
+        self.crashed.discard(address)
         for key in list(self._timer_generation):
             if key[0] == address:
                 self._timer_generation[key] += 1
+        for effect in effects:
+            self._apply(address, effect)
 
     # ----------------------------------------------------------------- control
 
@@ -197,7 +205,10 @@ class Network:
 
     def _step(self, address: Address, event: Event) -> None:
         node = self.nodes[address]
-        for effect in node.step(event):
+        effects = node.step(event)
+        if self.on_step is not None:
+            self.on_step(address, effects)
+        for effect in effects:
             self._apply(address, effect)
 
     def _apply(self, source: Address, effect: Effect) -> None:

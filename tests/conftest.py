@@ -51,9 +51,7 @@ def completed_all(cluster: SimCluster) -> bool:
 
 
 def executed_requests(cluster: SimCluster, replica: int) -> list[tuple[int, int]]:
-    return [
-        request for entry in cluster.network.executed[replica] for request in entry.requests
-    ]
+    return [request for entry in cluster.network.executed[replica] for request in entry.requests]
 
 
 @pytest.fixture

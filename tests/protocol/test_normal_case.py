@@ -125,9 +125,7 @@ def test_a_conflicting_pre_prepare_for_the_same_view_and_seq_is_refused() -> Non
     from pbft.encoding import encode_signed
     from pbft.messages import PrePrepare, Request, batch_digest
 
-    requests = [
-        cluster.clients[c].auth.sign(Request(c, 1, kv.put("k", str(c)))) for c in range(2)
-    ]
+    requests = [cluster.clients[c].auth.sign(Request(c, 1, kv.put("k", str(c)))) for c in range(2)]
     first = primary.auth.sign(PrePrepare(0, 1, batch_digest((requests[0],)), (requests[0],), 0))
     second = primary.auth.sign(PrePrepare(0, 1, batch_digest((requests[1],)), (requests[1],), 0))
     backup = cluster.replicas[1]
@@ -144,9 +142,7 @@ def test_a_pre_prepare_whose_digest_is_not_that_of_its_batch_is_refused() -> Non
     from pbft.encoding import encode_signed
     from pbft.messages import PrePrepare, Request, batch_digest
 
-    requests = [
-        cluster.clients[c].auth.sign(Request(c, 1, kv.put("k", str(c)))) for c in range(2)
-    ]
+    requests = [cluster.clients[c].auth.sign(Request(c, 1, kv.put("k", str(c)))) for c in range(2)]
     lying = cluster.replicas[0].auth.sign(
         PrePrepare(0, 1, batch_digest((requests[1],)), (requests[0],), 0)
     )
@@ -165,9 +161,7 @@ def test_pre_prepare_outside_the_watermarks_is_refused() -> None:
     from pbft.messages import PrePrepare, Request, batch_digest
 
     request = cluster.clients[0].auth.sign(Request(0, 1, kv.put("k", "v")))
-    far = cluster.replicas[0].auth.sign(
-        PrePrepare(0, 9, batch_digest((request,)), (request,), 0)
-    )
+    far = cluster.replicas[0].auth.sign(PrePrepare(0, 9, batch_digest((request,)), (request,), 0))
     backup = cluster.replicas[1]
     backup.step(_receive(encode_signed(far)))
     assert 9 not in backup.slots

@@ -83,7 +83,8 @@ def test_new_view_takes_the_highest_view_certificate_not_the_majority() -> None:
     phase["name"] = "view change to 2"
     network.heal(3)
     prepares_for_a = tuple(
-        m for m in seen
+        m
+        for m in seen
         if type(m.message).__name__ == "Prepare"
         and m.message.view == 0
         and m.message.digest == certificate_a.pre_prepare.message.digest
@@ -100,17 +101,23 @@ def test_new_view_takes_the_highest_view_certificate_not_the_majority() -> None:
     # and is pulled to view 2 by the f+1 VIEW-CHANGEs it sees.
     for replica in (1, 2, 3):
         network._step(("replica", replica), TimerFired("view-change"))
-    assert network.run_until(lambda: all(cluster.replicas[r].view == 2 and
-                                         cluster.replicas[r].view_active for r in (1, 2, 3)),
-                             20_000)
+    assert network.run_until(
+        lambda: all(
+            cluster.replicas[r].view == 2 and cluster.replicas[r].view_active for r in (1, 2, 3)
+        ),
+        20_000,
+    )
 
     primary = cluster.replicas[2]
     used = primary.last_new_view.message.view_changes
     assert sorted(vc.message.sender for vc in used) == [0, 2, 3]
     carrying_a = [
-        vc for vc in used
-        if any(c.pre_prepare.message.digest == certificate_a.pre_prepare.message.digest
-               for c in vc.message.prepared)
+        vc
+        for vc in used
+        if any(
+            c.pre_prepare.message.digest == certificate_a.pre_prepare.message.digest
+            for c in vc.message.prepared
+        )
     ]
     assert len(carrying_a) == 2, "a majority of V carries the stale certificate"
     (reissued,) = primary.last_new_view.message.pre_prepares

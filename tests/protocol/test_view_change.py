@@ -97,6 +97,7 @@ def test_new_view_fills_gaps_with_null_requests() -> None:
     """§4.4: sequence numbers between min-s and max-s with no certificate get a null request."""
     cluster = make_cluster(f=1, clients=2, seed=42)
     network = cluster.network
+
     # Seq 1 (client 0's request) never gets its PREPAREs through; seq 2 (client 1's) prepares.
     def block_first_prepares(source, destination, message):  # type: ignore[no-untyped-def]
         inner = message.message
@@ -110,8 +111,10 @@ def test_new_view_fills_gaps_with_null_requests() -> None:
     network.run(5)
     network.invoke(1, kv.put("b", "2"))
     network.run(200)
-    assert all(2 in r.prepared_certificates and 1 not in r.prepared_certificates
-               for r in cluster.replicas.values())
+    assert all(
+        2 in r.prepared_certificates and 1 not in r.prepared_certificates
+        for r in cluster.replicas.values()
+    )
     network.crash(("replica", 0))
     network.intercept = None
     assert network.run_until_idle(max_ticks=50_000)
@@ -140,8 +143,9 @@ def test_view_change_timeout_doubles_for_each_further_view_change() -> None:
         for other in others:
             view_change = cluster.replicas[other].auth.sign(ViewChange(new_view, 0, (), (), other))
             effects += replica.step(Receive(encode_signed(view_change)))
-        timers = [e.ticks for e in effects if type(e).__name__ == "SetTimer"
-                  and e.name == "view-change"]
+        timers = [
+            e.ticks for e in effects if type(e).__name__ == "SetTimer" and e.name == "view-change"
+        ]
         timeouts.append(timers[-1])
     assert timeouts == [100, 200, 400, 800, 1600]
 

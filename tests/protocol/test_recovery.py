@@ -1,0 +1,125 @@
+"""Crash and restart: a replica rebuilt from its journal never contradicts what it signed
+and catches up (restart amnesia is a classic PBFT bug; see PBFT-NOTES.md)."""
+
+from __future__ import annotations
+
+from pbft import service as kv
+from pbft.config import ProtocolParams
+from pbft.encoding import encode_signed
+from pbft.events import Receive
+from pbft.journal import MemoryJournal
+from pbft.messages import Commit, PrePrepare, Request, batch_digest
+from pbft.replica import Replica
+from pbft.simnet import SimCluster, make_cluster
+from tests.conftest import assert_agreement, assert_same_state, completed_all, submit_puts
+
+
+def journaled(cluster: SimCluster) -> dict[int, MemoryJournal]:
+    journals = {replica: MemoryJournal() for replica in cluster.replicas}
+
+    def record(address, effects):  # type: ignore[no-untyped-def]
+        if address[0] == "replica":
+            journals[address[1]].record(cluster.network.nodes[address], effects)
+
+    cluster.network.on_step = record
+    return journals
+
+
+def restart(cluster: SimCluster, replica_id: int, journal: MemoryJournal) -> Replica:
+    fresh = Replica(replica_id, cluster.config, cluster.replica_signers[replica_id], cluster.params)
+    effects = fresh.recover(journal.load())
+    journal.record(fresh, effects)
+    cluster.replicas[replica_id] = fresh
+    cluster.network.replace(("replica", replica_id), fresh, effects)
+    return fresh
+
+
+def test_a_restarted_backup_does_not_sign_a_conflicting_prepare() -> None:
+    """After a restart, a PRE-PREPARE for (v, n) with another digest than the PREPARE the
+    replica sent before the crash is refused."""
+    cluster = make_cluster(f=1, clients=2, seed=80)
+    journals = journaled(cluster)
+
+    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
+        return type(message.message) is not Commit
+
+    cluster.network.intercept = no_commits
+    cluster.network.invoke(0, kv.put("k", "A"))
+    cluster.network.run(20)
+    assert cluster.replicas[3].slots[1].prepares[3].message.view == 0
+    fresh = restart(cluster, 3, journals[3])
+    other = cluster.clients[1].auth.sign(Request(1, 1, kv.put("k", "B")))
+    batch = (other,)
+    conflicting = cluster.replicas[0].auth.sign(PrePrepare(0, 1, batch_digest(batch), batch, 0))
+    effects = fresh.step(Receive(encode_signed(conflicting)))
+    assert fresh.counters.dropped[("PRE-PREPARE", "conflicting-pre-prepare")] == 1
+    assert not any(type(e).__name__ == "SendToReplicas" for e in effects)
+    # Without its journal, the same replica would have signed the conflicting PREPARE.
+    amnesiac = Replica(3, cluster.config, cluster.replica_signers[3], cluster.params)
+    effects = amnesiac.step(Receive(encode_signed(conflicting)))
+    assert any(type(e).__name__ == "SendToReplicas" for e in effects)
+
+
+def test_a_restarted_replica_keeps_its_prepared_certificates_for_the_next_view_change() -> None:
+    cluster = make_cluster(f=1, clients=1, seed=81)
+    journals = journaled(cluster)
+
+    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
+        return type(message.message) is not Commit
+
+    cluster.network.intercept = no_commits
+    cluster.network.invoke(0, kv.put("k", "A"))
+    cluster.network.run(50)
+    fresh = restart(cluster, 2, journals[2])
+    assert 1 in fresh.prepared_certificates
+    cluster.network.intercept = None
+    cluster.network.crash(("replica", 0))
+    assert cluster.network.run_until_idle(50_000)
+    assert completed_all(cluster)
+    assert_agreement(cluster, [1, 2, 3])
+
+
+def test_a_replica_restarted_mid_run_catches_up_and_takes_part() -> None:
+    params = ProtocolParams(batch_size=2, checkpoint_interval=4, log_window=8)
+    cluster = make_cluster(f=1, clients=3, seed=82, params=params)
+    journals = journaled(cluster)
+    submit_puts(cluster, per_client=5, prefix="a")
+    cluster.network.run(10)
+    cluster.network.crash(("replica", 1))
+    submit_puts(cluster, per_client=15, prefix="b")
+    assert cluster.network.run_until_idle(200_000)
+    restart(cluster, 1, journals[1])
+    assert cluster.replicas[1].last_executed < cluster.replicas[0].last_executed
+    # Take another replica away: progress now needs the restarted one, which must
+    # learn of the stable checkpoints it missed and fetch the state.
+    cluster.network.crash(("replica", 3))
+    submit_puts(cluster, per_client=15, prefix="c")
+    assert cluster.network.run_until_idle(200_000)
+    assert completed_all(cluster)
+    assert_agreement(cluster, [0, 1, 2])
+    assert_same_state(cluster, [0, 1, 2])
+
+
+def test_all_replicas_restarted_keep_every_acknowledged_write() -> None:
+    """Every write a client saw acknowledged is still there after all 3f+1 restart."""
+    params = ProtocolParams(batch_size=3, checkpoint_interval=4, log_window=8)
+    cluster = make_cluster(f=1, clients=2, seed=83, params=params)
+    journals = journaled(cluster)
+    submit_puts(cluster, per_client=11)
+    assert cluster.network.run_until_idle(50_000)
+    acknowledged = {
+        kv.decode_operation(op.operation)[1][0]: kv.decode_operation(op.operation)[1][1]
+        for op in cluster.network.operations
+        if op.return_tick is not None
+    }
+    assert len(acknowledged) == 22
+    for replica in list(cluster.replicas):
+        cluster.network.crash(("replica", replica))
+    for replica in list(cluster.replicas):
+        restart(cluster, replica, journals[replica])
+    for replica in cluster.replicas.values():
+        assert replica.service.data == acknowledged
+    cluster.network.submit(0, [kv.get(key) for key in sorted(acknowledged)])
+    assert cluster.network.run_until_idle(50_000)
+    reads = [kv.decode_result(op.result) for op in cluster.network.operations[-22:]]
+    assert reads == [acknowledged[key] for key in sorted(acknowledged)]
