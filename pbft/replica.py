@@ -506,7 +506,8 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         a view change re-issues it at another sequence number.
         """
         progressed = False
-        while self.fetching is None:
+        # Below the low watermark the log was discarded: only state transfer helps.
+        while self.last_executed >= self.low_watermark:
             pre_prepare = self.committed.pop(self.last_executed + 1, None)
             if pre_prepare is None:
                 break
@@ -532,6 +533,8 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
                 self._take_checkpoint(pre_prepare.seq)
             progressed = True
         if progressed:
+            if self.fetching is not None and self.last_executed >= self.fetching:
+                self._stop_state_transfer()
             if self._timer_request is not None:
                 client, timestamp = self._timer_request
                 waiting = self.pending.get(client)

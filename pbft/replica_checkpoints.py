@@ -128,6 +128,11 @@ class CheckpointMixin(_Base):
         self._broadcast(self._sign(FetchState(seq, self.id)))
         self._emit(SetTimer("state-transfer", self.params.state_transfer_timeout_ticks))
 
+    def _stop_state_transfer(self) -> None:
+        """We reached the state we were fetching by executing: no transfer needed."""
+        self.fetching = None
+        self._emit(CancelTimer("state-transfer"))
+
     def _retry_state_transfer(self) -> None:
         if self.fetching is not None:
             self._start_state_transfer(self.fetching)
@@ -173,8 +178,7 @@ class CheckpointMixin(_Base):
             return "bad-snapshot"
         self.last_executed = state.seq
         self.own_checkpoints[state.seq] = (digest, state.snapshot)
-        self.fetching = None
-        self._emit(CancelTimer("state-transfer"))
+        self._stop_state_transfer()
         if state.seq > self.low_watermark:
             self._stabilize(state.seq, digest, state.checkpoint_proof)
         else:

@@ -1,0 +1,134 @@
+"""Length-prefixed frames over a byte stream.
+
+TCP delivers a stream of bytes, not messages; this module cuts it into
+*frames*. A frame on the wire is a 4-byte big-endian unsigned length followed
+by that many bytes of payload::
+
+    +----------------+---------------------------+
+    | length (u32 BE) | payload (length bytes)   |
+    +----------------+---------------------------+
+
+Theory of operation
+-------------------
+Receiving: :class:`FramedStream` keeps one internal buffer of bytes read from
+the stream but not yet returned. :meth:`FramedStream.receive_frame` returns a
+frame as soon as the buffer holds a complete one, and otherwise reads more
+with ``receive_some``. The length is checked the moment the 4-byte header is
+complete: a frame above the limit is refused at once (:class:`FrameError`)
+without waiting for, or storing, its body, so a peer cannot make us hold more
+than one read's worth of bytes beyond the limit. End of stream is clean
+(:class:`ConnectionClosed`) only on a frame boundary; anywhere else the peer
+cut a frame short, which is a :class:`FrameError`.
+
+Sending: :meth:`FramedStream.send_frames` encodes a whole list of frames into
+one buffer and hands it to the stream in a single ``send_all`` call. One
+system call for many small protocol messages (a replica multicasting PREPARE,
+COMMIT and CHECKPOINT to the same peer) is the *coalesced writes*
+optimisation. Sends are serialised by a lock, so one task may send (a replica
+replying to a client over the client's own connection) while another task is
+blocked receiving on the same stream. Only one task may receive at a time.
+
+Errors split the h11 way: a peer's bad bytes are a *remote* problem
+(:class:`FrameError`, which ends the connection), while asking to send an
+oversized frame is a *local* bug (:class:`ValueError`).
+"""
+
+from __future__ import annotations
+
+import trio
+
+#: Largest frame payload accepted or sent by default (bytes).
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+#: Size of the 4-byte big-endian length that precedes every frame.
+HEADER_BYTES = 4
+#: Largest frame the 4-byte header can describe.
+LARGEST_ENCODABLE_FRAME_BYTES = 2**32 - 1
+#: How much one ``receive_some`` call asks for.
+RECEIVE_CHUNK_BYTES = 65536
+
+
+class FrameError(Exception):
+    """The peer broke the framing: an oversized frame, or a frame cut short by end of stream."""
+
+
+class ConnectionClosed(Exception):
+    """The peer closed the stream cleanly, between two frames."""
+
+
+class FramedStream:
+    """Frames over a ``trio.abc.Stream``: one receiving task, any number of sending tasks."""
+
+    def __init__(
+        self, stream: trio.abc.Stream, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    ) -> None:
+        if not 0 <= max_frame_bytes <= LARGEST_ENCODABLE_FRAME_BYTES:
+            raise ValueError(
+                f"max_frame_bytes must lie in [0, {LARGEST_ENCODABLE_FRAME_BYTES}], "
+                f"got {max_frame_bytes}"
+            )
+        self.stream = stream
+        self.max_frame_bytes = max_frame_bytes
+        self._received = bytearray()
+        self._send_lock = trio.Lock()
+
+    async def receive_frame(self, max_frame_bytes: int | None = None) -> bytes:
+        """Return the next frame's payload (possibly ``b""``).
+
+        ``max_frame_bytes`` lowers the limit for this one frame (the handshake
+        accepts only small frames from a peer that has not proven who it is).
+        Raises :class:`FrameError` for an oversized or truncated frame and
+        :class:`ConnectionClosed` on a clean end of stream.
+        """
+        limit = self.max_frame_bytes if max_frame_bytes is None else max_frame_bytes
+        while True:
+            frame = self._take_frame(limit)
+            if frame is not None:
+                return frame
+            data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
+            if not data:
+                if self._received:
+                    raise FrameError(
+                        f"the stream ended in the middle of a frame "
+                        f"({len(self._received)} bytes of it received)"
+                    )
+                raise ConnectionClosed("the peer closed the connection")
+            self._received += data
+
+    def _take_frame(self, limit: int) -> bytes | None:
+        """Cut one complete frame off the front of the buffer; None if there is none yet."""
+        if len(self._received) < HEADER_BYTES:
+            return None
+        length = int.from_bytes(self._received[:HEADER_BYTES], "big")
+        if length > limit:
+            raise FrameError(f"frame of {length} bytes exceeds the limit of {limit}")
+        end = HEADER_BYTES + length
+        if len(self._received) < end:
+            return None
+        frame = bytes(self._received[HEADER_BYTES:end])
+        # Deleting from the front of a bytearray is cheap: CPython moves its start pointer.
+        del self._received[:end]
+        return frame
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        """Send all ``frames`` with one ``send_all`` call (coalesced writes)."""
+        if not frames:
+            return
+        wire = bytearray()
+        for frame in frames:
+            if len(frame) > self.max_frame_bytes:
+                raise ValueError(
+                    f"refusing to send a frame of {len(frame)} bytes: "
+                    f"the limit is {self.max_frame_bytes}"
+                )
+            wire += len(frame).to_bytes(HEADER_BYTES, "big")
+            wire += frame
+        async with self._send_lock:
+            await self.stream.send_all(wire)
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Send one frame."""
+        await self.send_frames([frame])
+
+    async def aclose(self) -> None:
+        """Close the underlying stream."""
+        await self.stream.aclose()
