@@ -15,9 +15,9 @@ Rules (docs/protocol.md, "Authentication"):
 * The signed bytes are ``prefix || payload``, where the prefix separates the
   protocol version, the cluster and the message type (see
   :func:`pbft.crypto.signing_prefix`).
-* Verification results may be remembered, keyed by the signer's key, payload
-  and signature together: that is a cache of a pure function, never a way of
-  deduplicating messages.
+* Verification results may be remembered, keyed by payload and signature
+  together (the payload names the signer): that is a cache of a pure
+  function, never a way of deduplicating messages.
 
 A later revision adds authenticated channels: :meth:`open` receives the
 principal the channel vouches for, and may accept a point-to-point message on

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from pbft.auth import Authenticator
-from pbft.config import ClusterConfig
+from pbft.config import ClusterConfig, ProtocolParams
 from pbft.messages import (
     Checkpoint,
     PreparedCertificate,
@@ -67,12 +67,20 @@ def checkpoint_proof_digest(
     return digest if len(senders) >= config.quorum else None
 
 
-def pre_prepare_is_well_formed(auth: Authenticator, pre_prepare: PrePrepare) -> str | None:
+def pre_prepare_is_well_formed(
+    auth: Authenticator, params: ProtocolParams, pre_prepare: PrePrepare
+) -> str | None:
     """Check what a PRE-PREPARE says about its own batch; return the defect or None.
 
     d must be the digest of the batch carried (a classic bug is not checking
-    it), and every request in the batch must carry its client's signature.
+    it), and every request in the batch must carry its client's signature. The
+    batch must respect the size limits, or an oversized request from a faulty
+    client could make every PRE-PREPARE that carries it too large to accept.
     """
+    if len(pre_prepare.batch) > params.batch_size:
+        return "batch-too-large"
+    if any(len(request.payload) > params.max_request_bytes for request in pre_prepare.batch):
+        return "request-too-large"
     if batch_digest(pre_prepare.batch) != pre_prepare.digest:
         return "bad-digest"
     if not auth.verify_all(pre_prepare.batch):
@@ -84,27 +92,27 @@ def certificate_is_valid(
     auth: Authenticator,
     config: ClusterConfig,
     certificate: PreparedCertificate,
+    params: ProtocolParams,
     *,
     below_view: int,
     low_watermark: int,
-    log_window: int,
 ) -> bool:
     """Is ``certificate`` a real prepared certificate for a view below ``below_view``?
 
     §4.4: P contains, for each prepared request, the PRE-PREPARE and 2f
-    matching, valid PREPAREs signed by distinct backups (never the primary of
-    that view), for a sequence number in (h, h+L].
+    (quorum - 1 when n > 3f+1) matching, valid PREPAREs signed by distinct
+    backups (never the primary of that view), for a sequence number in (h, h+L].
     """
     pre_prepare = certificate.pre_prepare.message
     if pre_prepare.view >= below_view:
         return False
-    if not low_watermark < pre_prepare.seq <= low_watermark + log_window:
+    if not low_watermark < pre_prepare.seq <= low_watermark + params.log_window:
         return False
     if pre_prepare.sender != config.primary(pre_prepare.view):
         return False
     if auth.verify(certificate.pre_prepare) is not None:
         return False
-    if pre_prepare_is_well_formed(auth, pre_prepare) is not None:
+    if pre_prepare_is_well_formed(auth, params, pre_prepare) is not None:
         return False
     key = (pre_prepare.view, pre_prepare.seq, pre_prepare.digest)
     senders: set[int] = set()
@@ -117,7 +125,7 @@ def certificate_is_valid(
         if auth.verify(signed) is not None:
             return False
         senders.add(prepare.sender)
-    return len(senders) >= 2 * config.f
+    return len(senders) >= config.quorum - 1
 
 
 @attrs.frozen(slots=True)
@@ -147,7 +155,7 @@ class CheckedViewChange:
 
 
 def check_view_change(
-    auth: Authenticator, config: ClusterConfig, log_window: int, signed: Signed[ViewChange]
+    auth: Authenticator, config: ClusterConfig, params: ProtocolParams, signed: Signed[ViewChange]
 ) -> CheckedViewChange | None:
     """Validate a VIEW-CHANGE's content (its own signature is checked by the caller).
 
@@ -168,9 +176,9 @@ def check_view_change(
             auth,
             config,
             certificate,
+            params,
             below_view=view_change.new_view,
             low_watermark=view_change.stable_seq,
-            log_window=log_window,
         ):
             continue
         known = certificates.get(certificate.seq)

@@ -51,6 +51,7 @@ class Client:
         retransmit_timeout_ticks: int = 500,
         verifier: Verifier | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
+        max_request_bytes: int = 4096,
     ) -> None:
         if not 0 <= client_id < len(config.client_keys):
             raise ConfigError(f"client id {client_id} is not configured")
@@ -63,6 +64,7 @@ class Client:
         self.auth = Authenticator(config, signer, verifier, max_message_bytes)
         self.counters = Counters()
         self.retransmit_timeout_ticks = retransmit_timeout_ticks
+        self.max_request_bytes = max_request_bytes
         self.view = 0
         self.timestamp = 0
         self.outstanding: Signed[Request] | None = None
@@ -85,8 +87,14 @@ class Client:
     def _invoke(self, event: Invoke) -> list[Effect]:
         if self.outstanding is not None:
             raise ClientBusy("a client has one operation outstanding at a time")
-        self.timestamp = max(self.timestamp + 1, event.min_timestamp)
-        request = self.auth.sign(Request(self.id, self.timestamp, event.operation))
+        timestamp = max(self.timestamp + 1, event.min_timestamp)
+        request = self.auth.sign(Request(self.id, timestamp, event.operation))
+        if len(request.payload) > self.max_request_bytes:
+            raise ValueError(
+                f"the request takes {len(request.payload)} bytes; replicas accept at most "
+                f"{self.max_request_bytes}"
+            )
+        self.timestamp = timestamp
         self.outstanding = request
         self._replies = {}
         primary = self.config.primary(self.view)

@@ -62,8 +62,9 @@ class ClusterConfig:
 
     @property
     def quorum(self) -> int:
-        """2f+1: any two quorums share an honest replica."""
-        return 2 * self.f + 1
+        """2f+1 when n = 3f+1; in general ceil((n+f+1)/2), so that any two quorums
+        share at least f+1 replicas, one of them honest."""
+        return (self.n + self.f) // 2 + 1
 
     @property
     def weak_quorum(self) -> int:
@@ -89,8 +90,12 @@ class ProtocolParams:
     view_change_timeout_ticks: int = 1000
     #: How long before a state fetch is retried with other peers.
     state_transfer_timeout_ticks: int = 500
+    #: Largest signed REQUEST accepted; a PRE-PREPARE carries at most
+    #: ``batch_size`` of them, and VIEW-CHANGE and NEW-VIEW carry whole windows
+    #: of PRE-PREPAREs, so this bounds every message (see :meth:`largest_message_bytes`).
+    max_request_bytes: int = 4096
     #: Largest encoded message accepted.
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 64 * 1024 * 1024
     #: Messages of a view not yet entered that are kept until its NEW-VIEW.
     future_buffer_messages: int = 1024
 
@@ -106,5 +111,21 @@ class ProtocolParams:
         for name in ("view_change_timeout_ticks", "state_transfer_timeout_ticks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.max_request_bytes < 128:
+            raise ConfigError("max_request_bytes must be at least 128")
         if self.max_message_bytes < 1024:
             raise ConfigError("max_message_bytes must be at least 1024")
+
+    def largest_message_bytes(self, config: ClusterConfig) -> int:
+        """An upper bound on the size of any message an honest replica sends.
+
+        The largest is a NEW-VIEW: a quorum of VIEW-CHANGEs, each with a
+        certificate per sequence number of the window (a PRE-PREPARE with a full
+        batch and quorum-1 PREPAREs), plus the window of re-issued PRE-PREPAREs.
+        """
+        signed_overhead = 128  # framing of a signed message: tags, numbers, signature
+        pre_prepare = self.batch_size * (self.max_request_bytes + 16) + 3 * signed_overhead
+        certificate = pre_prepare + (config.quorum - 1) * signed_overhead
+        checkpoint_proof = config.quorum * signed_overhead
+        view_change = self.log_window * certificate + checkpoint_proof + signed_overhead
+        return config.quorum * view_change + self.log_window * pre_prepare + signed_overhead

@@ -25,6 +25,7 @@ from pbft.messages import (
     BYTES,
     TYPE_BY_TAG,
     U64,
+    PreparedCertificate,
     Signed,
     _ListOf,
     _SignedOf,
@@ -156,3 +157,13 @@ def decode_signed(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Si
     :mod:`pbft.auth` to decide.
     """
     return _signed_from_wire(_unpack(data, max_bytes), "message", max_bytes)
+
+
+def encode_certificate(certificate: Any) -> bytes:
+    """The canonical bytes of a prepared certificate (stored by journals)."""
+    return _pack(_to_wire(type(certificate), certificate))
+
+
+def decode_certificate(data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Any:
+    """Decode :func:`encode_certificate`'s output; raise :class:`DecodeError`."""
+    return _from_wire(PreparedCertificate, _unpack(data, max_bytes), "certificate", max_bytes)

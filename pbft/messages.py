@@ -231,7 +231,7 @@ class NewView:
 
 @attrs.frozen(slots=True)
 class FetchState:
-    """Ask a peer for the service state at a stable checkpoint of at least ``seq`` (§5.3)."""
+    """Ask a peer for the service state at a stable checkpoint of at least ``seq`` (§4.3)."""
 
     TAG: ClassVar[int] = 9
     TYPE: ClassVar[str] = "FETCH-STATE"

@@ -21,7 +21,7 @@ survive a view change lives outside the slots: prepared certificates (for the
 next VIEW-CHANGE), committed batches not yet executed, and the client table.
 
 The normal case (§4.2) is in this module; checkpoints and state transfer
-(§4.3, §5.3) in :mod:`pbft.replica_checkpoints`; view changes (§4.4) in
+(§4.3) in :mod:`pbft.replica_checkpoints`; view changes (§4.4) in
 :mod:`pbft.replica_view_change`. Names follow the paper; docs/protocol.md maps
 each rule to the function that enforces it.
 """
@@ -126,6 +126,12 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         self.id = replica_id
         self.config = config
         self.params = params or ProtocolParams()
+        largest = self.params.largest_message_bytes(config)
+        if largest > self.params.max_message_bytes:
+            raise ConfigError(
+                f"max_message_bytes = {self.params.max_message_bytes} is too small: a NEW-VIEW "
+                f"may take {largest} bytes with this window, batch size and request size"
+            )
         self.service: Service = service if service is not None else KeyValueStore()
         self.auth = Authenticator(config, signer, verifier, self.params.max_message_bytes)
         self.counters = Counters()
@@ -170,7 +176,8 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         # View changes (§4.4).
         self.view_changes: dict[int, dict[int, CheckedViewChange]] = {}
         self.view_change_attempts = 0
-        self.future: list[Signed[Any]] = []
+        #: Normal-case messages of the next view, per sender, until its NEW-VIEW.
+        self.future: dict[int, list[Signed[Any]]] = {}
         #: The NEW-VIEW that started the current view, relayed to replicas that missed it.
         self.last_new_view: Signed[NewView] | None = None
         self._checked_view_changes: dict[bytes, CheckedViewChange | None] = {}
@@ -252,17 +259,26 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
     def _view_gate(self, signed: Signed[Any], view: int) -> str | None:
         """Normal-case messages count only in the current, active view (§4.2, §4.4).
 
-        A message of a later view (or of the view being changed into, before
-        its NEW-VIEW) is kept, up to a bound, and replayed when that view
-        starts; it is never processed in the current view.
+        A message of the next view (or of the view being changed into, before
+        its NEW-VIEW) is kept and replayed when that view starts; it is never
+        processed in the current view. Each sender gets an equal share of the
+        buffer, so one faulty replica cannot crowd the others out, and messages
+        for views further ahead are dropped: a replica that far behind catches
+        up through the NEW-VIEW and checkpoints instead.
         """
         if view < self.view:
             return "old-view"
         if view == self.view and self.view_active:
             return None
-        if len(self.future) >= self.params.future_buffer_messages:
+        if view > self.view + 1:
+            return "future-view"
+        sender = signed.message.sender
+        messages = self.future.setdefault(sender, [])
+        if len(messages) >= self.params.future_buffer_messages // self.config.n:
             return "future-view-buffer-full"
-        self.future.append(signed)
+        if any(kept.payload == signed.payload for kept in messages):
+            return "duplicate"
+        messages.append(signed)
         return BUFFERED
 
     def _slot(self, seq: int) -> Slot:
@@ -288,6 +304,8 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         change timer; the primary queues it for a PRE-PREPARE.
         """
         request = signed.message
+        if len(signed.payload) > self.params.max_request_bytes:
+            return "request-too-large"
         last = self.client_table.get(request.client)
         if last is not None and request.timestamp <= last[0]:
             if request.timestamp == last[0]:
@@ -321,7 +339,7 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         """Start the view-change timer if it is not running (§4.4)."""
         if self._timer_request is None and self.view_active:
             self._timer_request = (request.client, request.timestamp)
-            self._emit(SetTimer(VIEW_CHANGE_TIMER, self.params.view_change_timeout_ticks))
+            self._emit(SetTimer(VIEW_CHANGE_TIMER, self._view_change_timeout()))
 
     def _restart_request_timer(self) -> None:
         """Stop the timer when nothing waits; restart it for the next waiting request."""
@@ -348,7 +366,7 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
     def _propose(self) -> None:
         """The primary assigns the next sequence numbers to batches of queued requests.
 
-        §4.2: n must lie in (h, h+L]. Batching (§5.1): a batch takes up to
+        §4.2: n must lie in (h, h+L]. Batching (§4.2): a batch takes up to
         ``batch_size`` requests, so requests that queue up while the window is
         full go out together.
         """
@@ -401,7 +419,7 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
             # We already sent a PREPARE for another digest at (v, n), before a
             # restart: never sign a second, contradicting one.
             return "conflicting-pre-prepare"
-        reason = pre_prepare_is_well_formed(self.auth, pre_prepare)
+        reason = pre_prepare_is_well_formed(self.auth, self.params, pre_prepare)
         if reason is not None:
             return reason
         self._accept_pre_prepare(signed)
@@ -457,7 +475,7 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
             for sender, prepare in sorted(slot.prepares.items())
             if prepare.message.digest == pre_prepare.digest
         ]
-        needed = 2 * self.config.f
+        needed = self.config.quorum - 1  # 2f when n = 3f+1
         if len(matching) < needed:
             return
         slot.prepared = True

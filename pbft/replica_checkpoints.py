@@ -1,4 +1,4 @@
-"""Checkpoints, garbage collection and state transfer (Castro & Liskov §4.3, TOCS §5.3).
+"""Checkpoints, garbage collection and state transfer (Castro & Liskov §4.3).
 
 Every K sequence numbers a replica digests its state (the service plus the
 client table) and multicasts CHECKPOINT(n, d, i). 2f+1 matching CHECKPOINTs

@@ -52,8 +52,9 @@ class ViewChangeMixin(_Base):
         self.view_active = False
         self.view_change_attempts += 1
         self.slots.clear()
+        self.queue.clear()  # only a primary proposes, and we are in no view now
         self._timer_request = None
-        self.future = [signed for signed in self.future if _view_of(signed) >= new_view]
+        self._prune_future_buffer()
         prepared = tuple(
             certificate
             for seq, certificate in sorted(self.prepared_certificates.items())
@@ -95,6 +96,14 @@ class ViewChangeMixin(_Base):
         """How many replicas sent a VIEW-CHANGE for ``view`` or a later view."""
         return sum(len(by_sender) for v, by_sender in self.view_changes.items() if v >= view)
 
+    def _prune_future_buffer(self) -> None:
+        for sender, messages in list(self.future.items()):
+            kept = [signed for signed in messages if _view_of(signed) >= self.view]
+            if kept:
+                self.future[sender] = kept
+            else:
+                del self.future[sender]
+
     def _resend_view_change(self) -> None:
         """Re-send our VIEW-CHANGE while the view change is incomplete."""
         if self.view_active:
@@ -114,7 +123,7 @@ class ViewChangeMixin(_Base):
         cached = self._checked_view_changes.get(signed.payload, False)
         if cached is not False:
             return cached
-        checked = check_view_change(self.auth, self.config, self.params.log_window, signed)
+        checked = check_view_change(self.auth, self.config, self.params, signed)
         if len(self._checked_view_changes) >= _CHECKED_CACHE_ENTRIES:
             self._checked_view_changes.clear()
         self._checked_view_changes[signed.payload] = checked
@@ -132,15 +141,23 @@ class ViewChangeMixin(_Base):
                 # by the new primary and proves itself.
                 self._send((view_change.sender,), self.last_new_view)
             return "old-view"
-        known = self.view_changes.get(view_change.new_view, {})
-        if view_change.sender in known:
-            return "duplicate"
+        latest = self._latest_view_change_view(view_change.sender)
+        if latest is not None and latest >= view_change.new_view:
+            # One VIEW-CHANGE per sender counts, its highest: a sender going
+            # back to lower views must not be counted twice.
+            return "duplicate" if latest == view_change.new_view else "superseded"
         checked = self._checked(signed)
         if checked is None:
             return "invalid-view-change"
         self._record_view_change(checked)
         self._join_if_f_plus_one_ahead()
         self._after_view_change_recorded(view_change.new_view)
+        return None
+
+    def _latest_view_change_view(self, sender: int) -> int | None:
+        for view, by_sender in self.view_changes.items():
+            if sender in by_sender:
+                return view
         return None
 
     def _record_view_change(self, checked: CheckedViewChange) -> None:
@@ -240,7 +257,6 @@ class ViewChangeMixin(_Base):
         """Start view v+1: adopt min-s, accept O's PRE-PREPAREs, resume the normal case."""
         self.view = view
         self.view_active = True
-        self.view_change_attempts = 0
         self.slots.clear()
         self.assigned.clear()
         self._timer_request = None
@@ -265,8 +281,9 @@ class ViewChangeMixin(_Base):
             for request in self.pending.values():
                 self._send((self.primary,), request)
         self._restart_request_timer()
-        buffered, self.future = self.future, []
-        for signed in buffered:
+        buffered = [signed for messages in self.future.values() for signed in messages]
+        self.future = {}
+        for signed in sorted(buffered, key=lambda signed: _view_of(signed)):
             if _view_of(signed) >= view:
                 self._dispatch(signed)
         self._execute_ready()

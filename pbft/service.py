@@ -3,7 +3,7 @@
 PBFT orders opaque operations; a :class:`Service` gives them meaning. It must
 be deterministic (the same operations in the same order give the same results
 and the same state on every replica) and able to snapshot and restore its
-state, so that checkpoints can be digested and transferred (§4.3, §5.3).
+state, so that checkpoints can be digested and transferred (§4.3).
 
 The default service is :class:`KeyValueStore`, with ``get``, ``put``,
 ``delete`` and ``cas`` (compare-and-set). Operations and results are encoded
@@ -40,8 +40,8 @@ class SnapshotError(ValueError):
     """A snapshot that this service cannot restore."""
 
 
-MAX_KEY_BYTES = 1024
-MAX_VALUE_BYTES = 64 * 1024
+MAX_KEY_BYTES = 256
+MAX_VALUE_BYTES = 2048
 
 
 def put(key: str, value: str) -> bytes:
@@ -74,12 +74,12 @@ def decode_operation(operation: bytes) -> tuple[str, list[Any]]:
         raise ValueError(f"{name} takes {_ARITY[name]} arguments")
     key = args[0]
     if type(key) is not str or len(key.encode()) > MAX_KEY_BYTES:
-        raise ValueError("a key is a string of at most 1024 bytes")
+        raise ValueError(f"a key is a string of at most {MAX_KEY_BYTES} bytes")
     for index, value_arg in enumerate(args[1:], start=1):
         if value_arg is None and name == "cas" and index == 1:
             continue  # cas(key, None, new): succeed only if the key is absent
         if type(value_arg) is not str or len(value_arg.encode()) > MAX_VALUE_BYTES:
-            raise ValueError("a value is a string of at most 64 KiB")
+            raise ValueError(f"a value is a string of at most {MAX_VALUE_BYTES} bytes")
     return name, args
 
 

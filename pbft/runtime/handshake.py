@@ -100,8 +100,8 @@ async def dial_handshake(
     timeout_seconds: float = HANDSHAKE_TIMEOUT_SECONDS,
 ) -> None:
     """Prove to the acceptor that we are ``me``; check that it is the replica ``expected``."""
-    _check_local_member(config, me, "me")
-    acceptor_key = _check_local_member(config, expected, "expected")
+    check_member(config, me, "me")
+    acceptor_key = check_member(config, expected, "expected")
     if expected[0] != REPLICA:
         raise ValueError(f"only replicas accept connections, not {format_identity(expected)}")
     verifier = verifier or make_verifier(config.scheme)
@@ -151,7 +151,7 @@ async def accept_handshake(
     timeout_seconds: float = HANDSHAKE_TIMEOUT_SECONDS,
 ) -> Identity:
     """Prove to the dialer that we are the replica ``me``; return the identity it proved."""
-    _check_local_member(config, me, "me")
+    check_member(config, me, "me")
     if me[0] != REPLICA:
         raise ValueError(f"only replicas accept connections, not {format_identity(me)}")
     verifier = verifier or make_verifier(config.scheme)
@@ -265,8 +265,11 @@ def _public_key(config: ClusterConfig, identity: Identity) -> bytes:
     return keys[index]
 
 
-def _check_local_member(config: ClusterConfig, identity: Identity, name: str) -> bytes:
-    """Our own caller passing a non-member is a local bug (ValueError), not a peer's fault."""
+def check_member(config: ClusterConfig, identity: Identity, name: str = "identity") -> bytes:
+    """The public key of a member; ValueError for a non-member passed by our own caller.
+
+    A local mistake, unlike a peer's false claim, is a bug: it raises ValueError.
+    """
     try:
         return _public_key(config, _check_identity(*identity))
     except (HandshakeError, TypeError, ValueError) as error:

@@ -61,6 +61,7 @@ from pbft.runtime.handshake import (
     HandshakeError,
     Identity,
     accept_handshake,
+    check_member,
     dial_handshake,
     format_identity,
 )
@@ -155,6 +156,10 @@ class PeerLink:
         verifier: Verifier | None = None,
         connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
+        check_member(config, me, "me")
+        check_member(config, peer, "peer")
+        if peer[0] != "replica":
+            raise ValueError(f"links go to replicas, not to {format_identity(peer)}")
         self.config = config
         self.me = me
         self.peer = peer

@@ -41,7 +41,7 @@ def fingerprint(replica) -> tuple:  # type: ignore[no-untyped-def]
         sorted(replica.prepared_certificates),
         sorted(replica.pending),
         {v: sorted(s) for v, s in replica.view_changes.items()},
-        len(replica.future),
+        sum(len(messages) for messages in replica.future.values()),
     )
 
 

@@ -1,4 +1,4 @@
-"""Checkpoints, garbage collection and state transfer (Castro & Liskov §4.3, TOCS §5.3)."""
+"""Checkpoints, garbage collection and state transfer (Castro & Liskov §4.3)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_checkpoint_votes_from_one_liar_stay_bounded() -> None:
 
 
 def test_a_cut_off_replica_catches_up_by_state_transfer_and_takes_part_again() -> None:
-    """§4.3/§5.3: a replica behind a stable checkpoint fetches the state, checks it against
+    """§4.3: a replica behind a stable checkpoint fetches the state, checks it against
     the digest proven by 2f+1 CHECKPOINTs, and then takes part in the protocol again."""
     params = ProtocolParams(batch_size=2, checkpoint_interval=4, log_window=8)
     cluster = make_cluster(f=1, clients=2, seed=53, params=params)

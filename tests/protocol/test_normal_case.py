@@ -63,7 +63,7 @@ def test_batch_size_one_assigns_one_request_per_sequence_number() -> None:
 
 
 def test_primary_batches_requests_when_the_window_is_full() -> None:
-    """§5.1: requests that arrive while the window is full travel together in one batch."""
+    """§4.2: requests that arrive while the window is full travel together in one batch."""
     params = ProtocolParams(batch_size=8, checkpoint_interval=1, log_window=1)
     cluster = make_cluster(f=1, clients=8, seed=5, params=params)
     submit_puts(cluster, per_client=5)
@@ -197,3 +197,35 @@ def _receive(data: bytes):  # type: ignore[no-untyped-def]
     from pbft.events import Receive
 
     return Receive(data)
+
+
+def test_oversized_requests_are_refused_everywhere() -> None:
+    """A request above max_request_bytes is refused by the client, by replicas, and inside
+    a PRE-PREPARE, so one faulty client cannot make PRE-PREPAREs too large to accept."""
+    from pbft.encoding import encode_signed
+    from pbft.events import Invoke
+    from pbft.messages import PrePrepare, Request, batch_digest
+
+    cluster = make_cluster(f=1, clients=1, seed=13)
+    big = b"x" * cluster.params.max_request_bytes
+    with pytest.raises(ValueError, match="at most"):
+        cluster.clients[0].step(Invoke(big))
+    signed = cluster.clients[0].auth.sign(Request(0, 1, big))
+    replica = cluster.replicas[1]
+    replica.step(_receive(encode_signed(signed)))
+    assert replica.counters.dropped[("REQUEST", "request-too-large")] == 1
+    carrier = cluster.replicas[0].auth.sign(PrePrepare(0, 1, batch_digest((signed,)), (signed,), 0))
+    replica.step(_receive(encode_signed(carrier)))
+    assert replica.counters.dropped[("PRE-PREPARE", "request-too-large")] == 1
+
+
+def test_a_cluster_larger_than_3f_plus_1_uses_larger_quorums() -> None:
+    """With n = 5 and f = 1 a quorum is ceil((n+f+1)/2) = 4, so any two quorums share
+    f+1 replicas; the cluster still commits with f replicas crashed."""
+    cluster = make_cluster(f=1, n=5, clients=2, seed=14)
+    assert cluster.config.quorum == 4
+    cluster.network.crash(("replica", 4))
+    submit_puts(cluster, per_client=10)
+    assert cluster.network.run_until_idle(max_ticks=50_000)
+    assert_agreement(cluster, [0, 1, 2, 3])
+    assert_same_state(cluster, [0, 1, 2, 3])

@@ -183,7 +183,7 @@ def test_messages_of_a_higher_view_are_not_processed_before_its_new_view() -> No
         prepare = cluster.replicas[sender].auth.sign(Prepare(1, 1, b"d" * 32, sender))
         replica.step(Receive(encode_signed(prepare)))
     assert replica.slots == {}
-    assert len(replica.future) == 2
+    assert sum(len(messages) for messages in replica.future.values()) == 2
 
 
 def test_lost_view_change_messages_are_resent() -> None:
@@ -205,3 +205,51 @@ def test_lost_view_change_messages_are_resent() -> None:
     assert dropped["count"] == 4
     assert notices(cluster, ViewChangeStarted)
     assert_agreement(cluster, [1, 2, 3])
+
+
+def test_a_sender_going_back_to_a_lower_view_is_not_counted_twice() -> None:
+    """One faulty replica sending VIEW-CHANGE for view 5 and then view 3 is still one
+    replica: it must not satisfy the f+1 rule alone (§4.5.2)."""
+    cluster = make_cluster(f=1, clients=1, seed=48)
+    replica = cluster.replicas[3]
+    for view in (5, 3):
+        signed = cluster.replicas[2].auth.sign(ViewChange(view, 0, (), (), 2))
+        replica.step(Receive(encode_signed(signed)))
+    assert (replica.view, replica.view_active) == (0, True)
+    assert replica.counters.dropped[("VIEW-CHANGE", "superseded")] == 1
+
+
+def test_one_faulty_replica_cannot_fill_the_future_view_buffer_for_others() -> None:
+    """Each sender gets its share of the buffer; messages for views beyond the next are
+    dropped, so early honest messages of the next view are still kept."""
+    from pbft.messages import Prepare
+
+    cluster = make_cluster(f=1, clients=1, seed=49)
+    replica = cluster.replicas[3]
+    faulty = cluster.replicas[2]
+    for seq in range(1, 2000):
+        spam = faulty.auth.sign(Prepare(1, seq % 64 + 1, seq.to_bytes(32, "big"), 2))
+        replica.step(Receive(encode_signed(spam)))
+    far = faulty.auth.sign(Prepare(10**9, 1, b"d" * 32, 2))
+    replica.step(Receive(encode_signed(far)))
+    assert replica.counters.dropped[("PREPARE", "future-view")] == 1
+    honest = cluster.replicas[1].auth.sign(Prepare(1, 1, b"e" * 32, 1))
+    replica.step(Receive(encode_signed(honest)))
+    assert replica.future[1] == [honest]
+    assert len(replica.future[2]) == cluster.params.future_buffer_messages // 4
+
+
+def test_a_replica_changing_view_stops_proposing() -> None:
+    """A primary that starts a view change drops its queue: a stale queue must never
+    yield a PRE-PREPARE that conflicts with the next NEW-VIEW's O."""
+    params = ProtocolParams(checkpoint_interval=1, log_window=1)
+    cluster = make_cluster(f=1, clients=3, seed=50, params=params)
+    cluster.network.crash(("replica", 1))
+    cluster.network.crash(("replica", 2))
+    for client in range(3):
+        cluster.network.invoke(client, kv.put(f"k{client}", "v"))
+    cluster.network.run(5)
+    primary = cluster.replicas[0]
+    assert primary.queue, "the window is full, so requests wait in the primary's queue"
+    primary.step(TimerFired("view-change"))
+    assert primary.queue == {}

@@ -124,7 +124,7 @@ def test_cas_with_expected_none_after_delete_succeeds():
 
 
 def test_size_limits_are_inclusive():
-    """A key of exactly 1024 bytes and a value of exactly 64 KiB are accepted."""
+    """A key and a value of exactly the largest sizes are accepted."""
     store = KeyValueStore()
     key = "k" * MAX_KEY_BYTES
     value = "v" * MAX_VALUE_BYTES
