@@ -118,8 +118,12 @@ class Authenticator:
         """Decode and authenticate bytes from the network.
 
         ``accept`` lists the message types this principal takes; any other type
-        is refused as wrongly addressed. ``channel`` is reserved for
-        authenticated channels (see the module docstring) and not yet trusted.
+        is refused as wrongly addressed. ``channel`` is the principal that an
+        authenticated connection proved to be (the runtime's handshake): its
+        frames are attributed to it only, so a replica's connection may carry
+        that replica's messages and client requests it forwards, and a client's
+        connection only that client's requests. The signature is still checked
+        (see the module docstring).
         """
         try:
             signed = decode_signed(data, self._max_message_bytes)
@@ -128,7 +132,16 @@ class Authenticator:
         message = signed.message
         if not isinstance(message, accept):
             return Rejection(message.TYPE, "wrong-recipient")
+        if channel is not None and not _fits_channel(message, channel):
+            return Rejection(message.TYPE, "channel-mismatch")
         reason = self.verify(signed)
         if reason is not None:
             return Rejection(message.TYPE, reason)
         return signed
+
+
+def _fits_channel(message: Any, channel: tuple[str, int]) -> bool:
+    role, principal = channel
+    if isinstance(message, CLIENT_SIGNED):
+        return role == "replica" or message.client == principal
+    return role == "replica" and message.sender == principal

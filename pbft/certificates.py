@@ -11,6 +11,8 @@ live apart from the replica's state and are tested on their own:
 * :func:`check_view_change`: a VIEW-CHANGE is usable if its checkpoint proof is;
   each prepared certificate in it is checked on its own, and a bad one is
   discarded without discarding the others.
+* :func:`commit_certificate_is_valid`: a PRE-PREPARE with 2f+1 matching COMMITs
+  proves what committed at a sequence number (used to catch up).
 * :func:`compute_new_view`: the paper's computation of O from V (§4.4): for
   each sequence number between min-s and max-s, the request whose certificate
   has the *highest view*, or a null request.
@@ -126,6 +128,30 @@ def certificate_is_valid(
             return False
         senders.add(prepare.sender)
     return len(senders) >= config.quorum - 1
+
+
+def commit_certificate_is_valid(
+    auth: Authenticator, config: ClusterConfig, params: ProtocolParams, certificate: Any
+) -> bool:
+    """Is ``certificate`` a PRE-PREPARE from the primary of its view with a quorum of
+    matching COMMITs from distinct replicas (committed-local somewhere, §4.2)?"""
+    pre_prepare = certificate.pre_prepare.message
+    if pre_prepare.sender != config.primary(pre_prepare.view):
+        return False
+    if auth.verify(certificate.pre_prepare) is not None:
+        return False
+    if pre_prepare_is_well_formed(auth, params, pre_prepare) is not None:
+        return False
+    key = (pre_prepare.view, pre_prepare.seq, pre_prepare.digest)
+    senders: set[int] = set()
+    for signed in certificate.commits:
+        commit = signed.message
+        if (commit.view, commit.seq, commit.digest) != key or commit.sender in senders:
+            return False
+        if auth.verify(signed) is not None:
+            return False
+        senders.add(commit.sender)
+    return len(senders) >= config.quorum
 
 
 @attrs.frozen(slots=True)

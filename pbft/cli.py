@@ -1,69 +1,312 @@
-"""The ``pbft`` command."""
+"""The ``pbft`` command: set up, run, use and demonstrate a PBFT cluster."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import signal
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from pbft import service as kv
-from pbft.simnet import make_cluster
+from pbft.config import ConfigError
+
+EXAMPLES = """\
+examples:
+  pbft demo                                  a throw-away 4-replica cluster and a workload
+  pbft init ./c --f 1                        write ./c/cluster.toml and ./c/keys/
+  pbft replica ./c --id 0                    run replica 0 of ./c (one per host or terminal)
+  pbft cluster ./c                           run every replica of ./c here, with a live table
+  pbft client ./c put colour blue            one operation through the cluster
+"""
 
 
-def _demo(args: argparse.Namespace) -> int:
-    cluster = make_cluster(f=args.f, clients=args.clients, seed=args.seed)
-    per_client = -(-args.requests // args.clients)
-    remaining = args.requests
-    for client in cluster.clients:
-        count = min(per_client, remaining)
-        remaining -= count
-        cluster.network.submit(client, [kv.put(f"key-{client}-{i}", str(i)) for i in range(count)])
-    live = cluster.network.run_until_idle(max_ticks=10_000_000)
-    operations = cluster.network.operations
-    latencies = [op.return_tick - op.invoke_tick for op in operations if op.return_tick is not None]
-    histories = cluster.honest_histories()
-    seqs: dict[int, bytes] = {}
-    safe = True
-    for executed in histories.values():
-        for seq, _view, digest in executed:
-            safe &= seqs.setdefault(seq, digest) == digest
-    committed = len(latencies)
-    elapsed = max(cluster.network.now, 1)
-    summary = {
-        "committed": committed,
-        "requests": args.requests,
-        "throughput_ops": round(committed / (elapsed / 1000), 1),
-        "latency_ms": {
-            "p50": statistics.median(latencies) if latencies else None,
-            "p99": sorted(latencies)[int(0.99 * (len(latencies) - 1))] if latencies else None,
-        },
-        "views": sorted({replica.view for replica in cluster.replicas.values()}),
-        "safe": safe,
-        "live": live and committed == args.requests,
-        "transport": "simulated (1 tick = 1 ms)",
-    }
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pbft",
+        description="Practical Byzantine Fault Tolerance: run, script and verify a 3f+1 cluster.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help="write a cluster folder: cluster.toml and keys")
+    init.add_argument("directory", type=Path, metavar="DIR")
+    init.add_argument("--f", type=int, required=True, help="faults tolerated; n = 3f+1")
+    init.add_argument("--n", type=int, help="number of replicas (default 3f+1)")
+    init.add_argument("--host", default="127.0.0.1", help="address replicas listen on")
+    init.add_argument("--base-port", type=int, default=7000, help="replica i listens on P+i")
+    init.add_argument("--clients", type=int, default=1, help="client identities to create")
+    init.add_argument("--force", action="store_true", help="replace an existing cluster")
+
+    replica = commands.add_parser("replica", help="run one replica of a cluster folder")
+    replica.add_argument("directory", type=Path, metavar="DIR")
+    replica.add_argument("--id", type=int, required=True, help="which replica to run")
+    replica.add_argument("--data", type=Path, help="data folder (default DIR/data/replica-I)")
+    _add_log_options(replica)
+
+    cluster = commands.add_parser(
+        "cluster", help="run every replica of a cluster here, with a live status table"
+    )
+    cluster.add_argument(
+        "directory",
+        type=Path,
+        nargs="?",
+        metavar="DIR",
+        help="cluster folder (default: a throw-away one)",
+    )
+    cluster.add_argument("--f", type=int, default=1, help="for a throw-away cluster")
+    cluster.add_argument("--clients", type=int, default=4, help="for a throw-away cluster")
+    cluster.add_argument("--log-json", action="store_true", help="replicas log JSON lines")
+
+    client = commands.add_parser("client", help="run one operation through a cluster")
+    client.add_argument("directory", type=Path, metavar="DIR")
+    client.add_argument(
+        "--client",
+        type=int,
+        default=0,
+        dest="client_id",
+        help="which configured client identity to use",
+    )
+    client.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for f+1")
+    client.add_argument("--json", action="store_true", help="print one JSON object")
+    operations = client.add_subparsers(dest="operation", required=True, metavar="OPERATION")
+    put = operations.add_parser("put", help="set KEY to VALUE")
+    put.add_argument("key")
+    put.add_argument("value")
+    get = operations.add_parser("get", help="read KEY")
+    get.add_argument("key")
+    delete = operations.add_parser("delete", help="remove KEY")
+    delete.add_argument("key")
+    cas = operations.add_parser("cas", help="set KEY to NEW if its value is EXPECTED")
+    cas.add_argument("key")
+    cas.add_argument("expected", help="expected value ('' with --absent)")
+    cas.add_argument("new")
+    cas.add_argument("--absent", action="store_true", help="expect the key to be absent")
+
+    demo = commands.add_parser(
+        "demo", help="throw-away cluster of 3f+1 processes, a workload, a safety verdict"
+    )
+    demo.add_argument("--f", type=int, default=1, help="faults tolerated; n = 3f+1")
+    demo.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    demo.add_argument("--requests", type=int, default=200, help="requests in total")
+    demo.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-json", action="store_true", help="one JSON object per protocol event, on stderr"
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every message")
+
+
+# ------------------------------------------------------------------- commands
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from pbft.runtime.files import init_cluster
+
+    files = init_cluster(
+        args.directory, f=args.f, host=args.host, base_port=args.base_port,
+        clients=args.clients, n=args.n, force=args.force,
+    )  # fmt: skip
+    print(f"wrote {files.directory / 'cluster.toml'}: n = {files.config.n}, f = {files.config.f}")
+    for replica in files.replicas:
+        print(f"  replica {replica.id}: {replica.host}:{replica.port}")
+    print(
+        f"  {len(files.config.client_keys)} client identities; private keys in "
+        f"{files.directory / 'keys'} (mode 0600)"
+    )
+    return 0
+
+
+def cmd_replica(args: argparse.Namespace) -> int:
+    import trio
+
+    from pbft.runtime.eventlog import EventLog
+    from pbft.runtime.files import load_cluster
+    from pbft.runtime.node import ReplicaNode
+
+    files = load_cluster(args.directory)
+    if not 0 <= args.id < files.config.n:
+        raise ConfigError(f"--id {args.id}: the cluster has replicas 0..{files.config.n - 1}")
+    data = args.data or args.directory / "data" / f"replica-{args.id}"
+    log = EventLog(f"replica {args.id}", json_lines=args.log_json, verbose=args.verbose)
+    node = ReplicaNode(files, args.id, data, log=log)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.run)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+    return 0
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    import trio
+
+    from pbft import service as kv
+    from pbft.runtime.client import NoQuorum, RemoteClient
+    from pbft.runtime.files import load_cluster
+
+    files = load_cluster(args.directory)
+    if not 0 <= args.client_id < len(files.config.client_keys):
+        count = len(files.config.client_keys)
+        raise ConfigError(f"--client {args.client_id}: the cluster has clients 0..{count - 1}")
+    if args.operation == "put":
+        operation = kv.put(args.key, args.value)
+    elif args.operation == "get":
+        operation = kv.get(args.key)
+    elif args.operation == "delete":
+        operation = kv.delete(args.key)
+    else:
+        operation = kv.cas(args.key, None if args.absent else args.expected, args.new)
+    kv.decode_operation(operation)  # refuse an oversized key or value here, clearly
+
+    async def main() -> tuple[Any, float]:
+        client = RemoteClient(files, args.client_id)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            started = time.perf_counter()
+            try:
+                result = await client.execute(operation, timeout=args.timeout)
+            finally:
+                nursery.cancel_scope.cancel()
+        return kv.decode_result(result), time.perf_counter() - started
+
+    try:
+        result, elapsed = trio.run(main)
+    except NoQuorum as error:
+        print(f"pbft client: {error}", file=sys.stderr)
+        return 1
+    if isinstance(result, kv.OperationError):
+        print(f"pbft client: the service refused the operation: {result}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "operation": args.operation,
+                    "key": args.key,
+                    "result": result,
+                    "latency_ms": round(elapsed * 1000, 2),
+                }
+            )
+        )
+    else:
+        print("(absent)" if result is None else result)
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from pbft.runtime.cluster_table import watch_cluster
+    from pbft.runtime.files import free_loopback_ports, init_cluster, load_cluster
+
+    replica_args = ("--log-json",) if args.log_json else ()
+    if args.directory is not None:
+        return watch_cluster(load_cluster(args.directory), replica_args)
+    with tempfile.TemporaryDirectory(prefix="pbft-cluster-") as folder:
+        files = init_cluster(
+            Path(folder), f=args.f, clients=args.clients,
+            ports=free_loopback_ports(3 * args.f + 1),
+        )  # fmt: skip
+        print(f"throw-away cluster in {folder} (use it with: pbft client {folder} ...)")
+        return watch_cluster(files, replica_args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pbft.runtime.demo import run_demo
+
+    for name in ("f", "clients", "requests"):
+        if getattr(args, name) < (0 if name == "f" else 1):
+            raise ConfigError(f"--{name} must be at least {0 if name == 'f' else 1}")
+    summary = run_demo(args.f, args.clients, args.requests, _progress(args.json), args.timeout)
     if args.json:
         print(json.dumps(summary))
     else:
-        for key, value in summary.items():
-            print(f"{key:>15}: {value}")
+        _print_summary(summary)
     return 0 if summary["safe"] and summary["live"] else 1
 
 
+def _progress(quiet: bool) -> Callable[[int], Callable[[int], None]]:
+    def factory(total: int) -> Callable[[int], None]:
+        if quiet or not sys.stderr.isatty():
+            return lambda advance: None
+        from rich.progress import Progress
+
+        progress = Progress(transient=True)
+        progress.start()
+        task = progress.add_task("requests", total=total)
+        done = [0]
+
+        def advance(count: int) -> None:
+            done[0] += count
+            progress.update(task, advance=count)
+            if done[0] >= total:
+                progress.stop()
+
+        return advance
+
+    return factory
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    verdict = "SAFE" if summary["safe"] else "UNSAFE: " + summary.get("conflict", "")
+    rows = [
+        (
+            "cluster",
+            f"n = {summary['n']} replicas (f = {summary['f']}), "
+            f"{summary['clients']} clients, real processes over TCP",
+        ),
+        ("committed", f"{summary['committed']} / {summary['requests']} requests"),
+        ("throughput", f"{summary['throughput_ops']} ops/s"),
+        (
+            "latency",
+            f"p50 {summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms",
+        ),
+        ("views seen", ", ".join(map(str, summary["views"]))),
+        ("executed", ", ".join(f"replica {r}: {n}" for r, n in summary["executed"].items())),
+        (
+            "safety",
+            verdict + " (every replica's executed history agrees)" if summary["safe"] else verdict,
+        ),
+        ("liveness", "LIVE (every request completed)" if summary["live"] else "NOT LIVE"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:>{width}}  {value}")
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": cmd_init,
+    "replica": cmd_replica,
+    "client": cmd_client,
+    "cluster": cmd_cluster,
+    "demo": cmd_demo,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pbft", description="Practical Byzantine Fault Tolerance")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run a throw-away cluster and a workload")
-    demo.add_argument("--f", type=int, default=1, help="faults tolerated (n = 3f+1)")
-    demo.add_argument("--clients", type=int, default=4)
-    demo.add_argument("--requests", type=int, default=200)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
-    return 2
+    from pbft.runtime.files import ConfigFileError
+    from pbft.runtime.storage import StorageError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return HANDLERS[args.command](args)
+    except (ConfigError, ConfigFileError, StorageError, ValueError) as error:
+        print(f"pbft {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -103,6 +103,16 @@ class Client:
             SetTimer(RETRANSMIT_TIMER, self.retransmit_timeout_ticks),
         ]
 
+    def abandon(self) -> list[Effect]:
+        """Give up on the outstanding operation (the application timed out).
+
+        Its timestamp stays used: a later operation gets a higher one, so the
+        abandoned request can execute at most once and never be confused with it.
+        """
+        self.outstanding = None
+        self._replies = {}
+        return [CancelTimer(RETRANSMIT_TIMER)]
+
     def _retransmit(self, name: str) -> list[Effect]:
         if name != RETRANSMIT_TIMER or self.outstanding is None:
             return []

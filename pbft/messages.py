@@ -258,6 +258,47 @@ class StateSnapshot:
     sender: int
 
 
+@attrs.frozen(slots=True)
+class FetchCommitted:
+    """Ask peers for proof of what committed at ``first_seq``..``last_seq``.
+
+    A replica that missed the messages of some sequence numbers above its
+    stable checkpoint (it restarted, or just finished a state transfer) asks
+    for them instead of waiting for the next checkpoint or a view change.
+    """
+
+    TAG: ClassVar[int] = 11
+    TYPE: ClassVar[str] = "FETCH-COMMITTED"
+    SCHEMA: ClassVar[tuple[tuple[str, Any], ...]] = (
+        ("first_seq", U64),
+        ("last_seq", U64),
+        ("sender", U64),
+    )
+    first_seq: int
+    last_seq: int
+    sender: int
+
+
+@attrs.frozen(slots=True)
+class CommitCertificate:
+    """A PRE-PREPARE and 2f+1 matching COMMITs: proof that its batch committed at its seq.
+
+    2f+1 replicas committed, so at least f+1 honest ones did, and no other batch
+    can ever commit at that sequence number: the receiver may execute it.
+    """
+
+    TAG: ClassVar[int] = 12
+    TYPE: ClassVar[str] = "COMMIT-CERTIFICATE"
+    SCHEMA: ClassVar[tuple[tuple[str, Any], ...]] = (
+        ("pre_prepare", _SignedOf(PrePrepare)),
+        ("commits", _ListOf(_SignedOf(Commit))),
+        ("sender", U64),
+    )
+    pre_prepare: Signed[PrePrepare]
+    commits: tuple[Signed[Commit], ...]
+    sender: int
+
+
 MESSAGE_TYPES: tuple[type, ...] = (
     Request,
     PrePrepare,
@@ -269,6 +310,8 @@ MESSAGE_TYPES: tuple[type, ...] = (
     NewView,
     FetchState,
     StateSnapshot,
+    FetchCommitted,
+    CommitCertificate,
 )
 TYPE_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in MESSAGE_TYPES}
 
@@ -286,6 +329,8 @@ Message = (
     | NewView
     | FetchState
     | StateSnapshot
+    | FetchCommitted
+    | CommitCertificate
 )
 
 

@@ -35,7 +35,12 @@ from typing import Any
 import msgpack
 
 from pbft.auth import Authenticator, Rejection
-from pbft.certificates import GENESIS_DIGEST, CheckedViewChange, pre_prepare_is_well_formed
+from pbft.certificates import (
+    GENESIS_DIGEST,
+    CheckedViewChange,
+    commit_certificate_is_valid,
+    pre_prepare_is_well_formed,
+)
 from pbft.config import ClusterConfig, ConfigError, ProtocolParams
 from pbft.counters import Counters
 from pbft.crypto import Signer, Verifier
@@ -56,6 +61,8 @@ from pbft.events import (
 from pbft.messages import (
     Checkpoint,
     Commit,
+    CommitCertificate,
+    FetchCommitted,
     FetchState,
     NewView,
     Prepare,
@@ -75,6 +82,8 @@ from pbft.service import KeyValueStore, Service
 
 #: The message types a replica takes; REPLY is for clients only.
 REPLICA_ACCEPTS = (
+    FetchCommitted,
+    CommitCertificate,
     Request,
     PrePrepare,
     Prepare,
@@ -89,6 +98,7 @@ REPLICA_ACCEPTS = (
 VIEW_CHANGE_TIMER = "view-change"
 VIEW_CHANGE_RESEND_TIMER = "view-change-resend"
 STATE_TRANSFER_TIMER = "state-transfer"
+CATCH_UP_TIMER = "catch-up"
 
 #: A handler's verdict for a message kept until its view starts.
 BUFFERED = "buffered"
@@ -151,6 +161,9 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         self.committed: dict[int, PrePrepare] = {}
         #: The highest-view prepared certificate per sequence number above h.
         self.prepared_certificates: dict[int, PreparedCertificate] = {}
+        #: Proof of what committed above h, for replicas that missed it.
+        self.commit_certificates: dict[int, CommitCertificate] = {}
+        self._catching_up = False
 
         # Clients (§4.1): the last executed timestamp and result per client,
         # the requests waiting to execute (the latest per client), and at the
@@ -219,6 +232,8 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
             self._resend_view_change()
         elif name == STATE_TRANSFER_TIMER:
             self._retry_state_transfer()
+        elif name == CATCH_UP_TIMER:
+            self._catch_up()
 
     # ----------------------------------------------------------------- helpers
 
@@ -511,6 +526,13 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         if votes < self.config.quorum:
             return
         slot.committed = True
+        proof = sorted(
+            (c for c in slot.commits.values() if c.message.digest == digest),
+            key=lambda c: c.message.sender,
+        )
+        self.commit_certificates[seq] = CommitCertificate(
+            slot.pre_prepare, tuple(proof[: self.config.quorum]), self.id
+        )
         if seq > self.last_executed:
             self._emit(Committed(slot.pre_prepare))
             self.committed[seq] = slot.pre_prepare.message
@@ -559,11 +581,63 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
                 if waiting is None or waiting.message.timestamp != timestamp:
                     self._restart_request_timer()
             self._propose()
+        if self.committed and not self._catching_up:
+            # Something above us committed, but not the next sequence number:
+            # if that gap stays, ask the peers for its proof (see _catch_up).
+            self._catching_up = True
+            self._emit(SetTimer(CATCH_UP_TIMER, self.params.state_transfer_timeout_ticks))
+
+    # ---------------------------------------------------------------- catching up
+
+    def _catch_up(self) -> None:
+        """Ask for proof of what committed in a gap that did not fill by itself."""
+        self._catching_up = False
+        if not self.committed or self.last_executed < self.low_watermark:
+            return
+        self._request_commit_certificates(self.last_executed + 1, max(self.committed) - 1)
+        self._catching_up = True
+        self._emit(SetTimer(CATCH_UP_TIMER, self.params.state_transfer_timeout_ticks))
+
+    def _request_commit_certificates(self, first_seq: int, last_seq: int) -> None:
+        if first_seq <= last_seq:
+            self._broadcast(self._sign(FetchCommitted(first_seq, last_seq, self.id)))
+
+    def _on_fetch_committed(self, signed: Signed[FetchCommitted]) -> str | None:
+        """Send the commit certificates we hold in the requested range (within our window)."""
+        request = signed.message
+        first = max(request.first_seq, self.low_watermark + 1)
+        last = min(request.last_seq, self.low_watermark + self.params.log_window)
+        sent = False
+        for seq in range(first, last + 1):
+            certificate = self.commit_certificates.get(seq)
+            if certificate is not None:
+                self._send((request.sender,), self._sign(certificate))
+                sent = True
+        return None if sent else "nothing-to-serve"
+
+    def _on_commit_certificate(self, signed: Signed[CommitCertificate]) -> str | None:
+        """Execute a batch proven committed by a PRE-PREPARE and 2f+1 COMMITs."""
+        certificate = signed.message
+        seq = certificate.pre_prepare.message.seq
+        if seq <= self.last_executed or seq in self.committed:
+            return "stale"
+        reason = self._in_window(seq, certificate.sender)
+        if reason is not None:
+            return reason
+        if not commit_certificate_is_valid(self.auth, self.config, self.params, certificate):
+            return "invalid-commit-certificate"
+        self._emit(Committed(certificate.pre_prepare))
+        self.committed[seq] = certificate.pre_prepare.message
+        self.commit_certificates[seq] = certificate
+        self._execute_ready()
+        return None
 
     _handlers: dict[type, Any] = {}
 
 
 Replica._handlers = {
+    FetchCommitted: Replica._on_fetch_committed,
+    CommitCertificate: Replica._on_commit_certificate,
     Request: Replica._on_request,
     PrePrepare: Replica._on_pre_prepare,
     Prepare: Replica._on_prepare,

@@ -116,6 +116,9 @@ class CheckpointMixin(_Base):
             n: cert for n, cert in self.prepared_certificates.items() if n > seq
         }
         self.committed = {n: batch for n, batch in self.committed.items() if n > seq}
+        self.commit_certificates = {
+            n: cert for n, cert in self.commit_certificates.items() if n > seq
+        }
         self.own_checkpoints = {n: own for n, own in self.own_checkpoints.items() if n > seq}
         self.checkpoint_votes = {n: votes for n, votes in self.checkpoint_votes.items() if n > seq}
         self.assigned = {key: n for key, n in self.assigned.items() if n > seq}
@@ -191,6 +194,8 @@ class CheckpointMixin(_Base):
                 del self.pending[client]
                 self.queue.pop(client, None)
         self._restart_request_timer()
+        # Peers may have committed past the state we fetched while we fetched it.
+        self._request_commit_certificates(state.seq + 1, state.seq + self.params.log_window)
         self._execute_ready()
         return None
 

@@ -21,6 +21,8 @@ from pbft.messages import (
     NULL_DIGEST,
     Checkpoint,
     Commit,
+    CommitCertificate,
+    FetchCommitted,
     FetchState,
     NewView,
     Prepare,
@@ -137,6 +139,12 @@ def build_samples(keyring: Keyring) -> dict[type, Any]:
         FetchState: FetchState(seq=32, sender=3),
         StateSnapshot: StateSnapshot(
             seq=32, snapshot=b"\x90snapshot", checkpoint_proof=checkpoint_proof, sender=0
+        ),
+        FetchCommitted: FetchCommitted(first_seq=33, last_seq=40, sender=3),
+        CommitCertificate: CommitCertificate(
+            pre_prepare=sign(pre_prepare),
+            commits=tuple(sign(Commit(view=0, seq=33, digest=digest, sender=i)) for i in range(3)),
+            sender=2,
         ),
     }
 

@@ -1,0 +1,7 @@
+"""``python -m pbft``: the same as the ``pbft`` command."""
+
+import sys
+
+from pbft.cli import main
+
+sys.exit(main())

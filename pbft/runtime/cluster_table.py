@@ -1,0 +1,53 @@
+"""``pbft cluster``: every replica of a cluster as a local process, with a live table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from pbft.runtime.files import ClusterFiles
+from pbft.runtime.processes import LocalCluster
+
+
+def status_table(files: ClusterFiles, statuses: dict[int, dict[str, Any] | None]) -> Table:
+    table = Table(title=f"pbft cluster {files.config.cluster_id} (Ctrl-C stops every replica)")
+    for column in ("replica", "address", "status", "view", "executed", "stable", "peers"):
+        table.add_column(column)
+    for replica in files.replicas:
+        status = statuses.get(replica.id)
+        address = f"{replica.host}:{replica.port}"
+        if status is None:
+            table.add_row(str(replica.id), address, "starting", "", "", "", "")
+            continue
+        peers = len(status["peers_connected"])
+        table.add_row(
+            str(replica.id),
+            address,
+            status["status"],
+            f"{status['view']} (primary {status['primary']})",
+            str(status["last_executed"]),
+            str(status["stable_checkpoint"]),
+            f"{peers}/{files.config.n - 1}",
+        )
+    return table
+
+
+def watch_cluster(files: ClusterFiles, replica_args: Sequence[str] = ()) -> int:
+    cluster = LocalCluster(files, files.directory / "data", replica_args)
+    cluster.start()
+    console = Console()
+    try:
+        with Live(status_table(files, {}), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(0.25)
+                live.update(status_table(files, cluster.statuses()))
+    except KeyboardInterrupt:
+        console.print("stopping every replica...")
+    finally:
+        cluster.stop()
+    return 0

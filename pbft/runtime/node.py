@@ -1,0 +1,259 @@
+"""A replica on the network: the sans-IO core driven by Trio.
+
+Theory of operation
+-------------------
+:class:`ReplicaNode` is a thin nursery around one :class:`pbft.replica.Replica`:
+
+* it listens on TCP; every accepted connection is authenticated by the
+  handshake (:func:`pbft.runtime.links.serve_connection`) and each frame is
+  stepped into the core as ``Receive(frame, channel=identity)``;
+* it keeps one outgoing :class:`~pbft.runtime.links.PeerLink` per peer
+  replica, and sends REPLYs back to a client over the client's own
+  connection;
+* it turns SetTimer/CancelTimer effects into :class:`~pbft.runtime.timers.Timers`;
+* after every step, *before* any message leaves, it records the step's
+  effects in the :class:`~pbft.runtime.storage.SqliteJournal`, so a replica
+  killed at any instant restarts from its database without contradicting
+  what it sent (:meth:`Replica.recover <pbft.replica_recovery.RecoveryMixin.recover>`);
+* it writes a small ``status.json`` for ``pbft cluster`` and the tests.
+
+The core is only ever touched from Trio tasks of one thread, between two
+awaits, so every step is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from pbft.config import ConfigError
+from pbft.crypto import ED25519, Signer
+from pbft.encoding import encode_signed
+from pbft.events import (
+    CancelTimer,
+    Effect,
+    Event,
+    Receive,
+    SendToClient,
+    SendToReplicas,
+    SetTimer,
+    TimerFired,
+)
+from pbft.replica import Replica
+from pbft.runtime.eventlog import EventLog
+from pbft.runtime.files import ClusterFiles
+from pbft.runtime.framing import FramedStream
+from pbft.runtime.handshake import Identity, format_identity
+from pbft.runtime.links import PeerLink, serve_connection
+from pbft.runtime.storage import SqliteJournal
+from pbft.runtime.timers import Timers
+
+#: One tick of the core is one millisecond of Trio's clock.
+TICK_SECONDS = 0.001
+STATUS_INTERVAL_SECONDS = 0.2
+#: REPLY frames waiting for a slow client before newer ones are dropped.
+CLIENT_QUEUE_FRAMES = 1024
+
+
+class ReplicaNode:
+    """One replica process (or task tree): core, journal, listener, links, timers."""
+
+    def __init__(
+        self,
+        files: ClusterFiles,
+        replica_id: int,
+        data_dir: Path,
+        *,
+        signer: Signer | None = None,
+        log: EventLog | None = None,
+        tick_seconds: float = TICK_SECONDS,
+    ) -> None:
+        config = files.config
+        if config.scheme != ED25519:
+            raise ConfigError("the runtime signs with Ed25519 only; keyed-hash is for simulation")
+        self.files = files
+        self.id = replica_id
+        self.me: Identity = ("replica", replica_id)
+        self.signer = signer or files.load_signer("replica", replica_id)
+        self.data_dir = Path(data_dir)
+        self.log = log or EventLog(f"replica {replica_id}")
+        self.replica = Replica(replica_id, config, self.signer, files.params)
+        self.max_frame_bytes = files.params.max_message_bytes + 1024
+        self.timers = Timers(tick_seconds)
+        self.links = {
+            peer.id: PeerLink(
+                config,
+                self.me,
+                self.signer,
+                ("replica", peer.id),
+                (peer.host, peer.port),
+                max_frame_bytes=self.max_frame_bytes,
+            )
+            for peer in files.replicas
+            if peer.id != replica_id
+        }
+        self._clients: dict[int, tuple[FramedStream, trio.MemorySendChannel[bytes]]] = {}
+        self._journal: SqliteJournal | None = None
+        self._nursery: trio.Nursery | None = None
+        self.status_path = self.data_dir / "status.json"
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; ``task_status.started`` gets the listening port."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        host, port = self.files.address(self.id)
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        self._journal = SqliteJournal(
+            self.data_dir / "replica.db", self.files.config.cluster_id, self.id
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                state = self._journal.load()
+                self._carry_out(self.replica.recover(state))
+                self.log.event(
+                    "started",
+                    self.replica.view,
+                    self.replica.last_executed,
+                    address=f"{host}:{port}",
+                    pid=os.getpid(),
+                )
+                for link in self.links.values():
+                    nursery.start_soon(link.run)
+                nursery.start_soon(self.timers.run, self._fire)
+                nursery.start_soon(trio.serve_listeners, self._serve, listeners)
+                nursery.start_soon(self._write_status_forever)
+                task_status.started(listeners[0].socket.getsockname()[1])
+        finally:
+            self._write_status("stopped")
+            self._journal.close()
+            self.log.event("stopped", self.replica.view, self.replica.last_executed)
+
+    def _fire(self, name: str) -> None:
+        self._step(TimerFired(name))
+
+    def _step(self, event: Event) -> None:
+        self._carry_out(self.replica.step(event))
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        assert self._journal is not None
+        # Durable first: nothing leaves that the database would not remember.
+        self._journal.record(self.replica, effects)
+        self.log.effects(self.replica.view, effects)
+        for effect in effects:
+            kind = type(effect)
+            if kind is SendToReplicas:
+                frame = encode_signed(effect.message)
+                for replica in effect.replicas:
+                    link = self.links.get(replica)
+                    if link is not None:
+                        link.send_nowait(frame)
+            elif kind is SendToClient:
+                self._send_to_client(effect.client, encode_signed(effect.message))
+            elif kind is SetTimer:
+                self.timers.set(effect.name, effect.ticks)
+            elif kind is CancelTimer:
+                self.timers.cancel(effect.name)
+
+    # -------------------------------------------------------------- connections
+
+    async def _serve(self, stream: trio.abc.Stream) -> None:
+        await serve_connection(
+            stream,
+            self.files.config,
+            self.me,
+            self.signer,
+            on_frame=self._on_frame,
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            max_frame_bytes=self.max_frame_bytes,
+        )
+
+    def _on_frame(self, identity: Identity, frame: bytes) -> None:
+        self.log.received(self.replica.view, frame, format_identity(identity))
+        self._step(Receive(frame, channel=identity))
+
+    def _on_connect(self, identity: Identity, framed: FramedStream) -> None:
+        self.log.event("connected", peer=format_identity(identity))
+        role, principal = identity
+        if role != "client":
+            return
+        send, receive = trio.open_memory_channel[bytes](CLIENT_QUEUE_FRAMES)
+        previous = self._clients.get(principal)
+        if previous is not None:
+            previous[1].close()
+        self._clients[principal] = (framed, send)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._write_to_client, framed, receive)
+
+    def _on_disconnect(self, identity: Identity) -> None:
+        self.log.event("disconnected", peer=format_identity(identity))
+
+    def _send_to_client(self, client: int, frame: bytes) -> None:
+        entry = self._clients.get(client)
+        if entry is None:
+            return  # not connected: the client retransmits and gets the cached reply
+        try:
+            entry[1].send_nowait(frame)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # a client that does not read loses replies, never the replica's time
+
+    async def _write_to_client(
+        self, framed: FramedStream, receive: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        async with receive:
+            try:
+                async for frame in receive:
+                    frames = [frame]
+                    while len(frames) < 256:
+                        try:
+                            frames.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await framed.send_frames(frames)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        for client, (known, _) in list(self._clients.items()):
+            if known is framed:
+                del self._clients[client]
+
+    # ------------------------------------------------------------------- status
+
+    def status(self, state: str | None = None) -> dict[str, Any]:
+        replica = self.replica
+        if state is None:
+            if replica.fetching is not None:
+                state = "state-transfer"
+            elif not replica.view_active:
+                state = "view-change"
+            else:
+                state = "normal"
+        return {
+            "id": self.id,
+            "pid": os.getpid(),
+            "status": state,
+            "view": replica.view,
+            "primary": replica.primary,
+            "last_executed": replica.last_executed,
+            "stable_checkpoint": replica.low_watermark,
+            "peers_connected": sorted(
+                peer for peer, link in self.links.items() if link.statistics().connected
+            ),
+            "clients_connected": sorted(self._clients),
+            "counters": replica.counters.snapshot(),
+        }
+
+    def _write_status(self, state: str | None = None) -> None:
+        temporary = self.status_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.status(state)))
+        os.replace(temporary, self.status_path)
+
+    async def _write_status_forever(self) -> None:
+        while True:
+            self._write_status()
+            await trio.sleep(STATUS_INTERVAL_SECONDS)
