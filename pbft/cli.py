@@ -172,22 +172,24 @@ def cmd_client(args: argparse.Namespace) -> int:
         operation = kv.cas(args.key, None if args.absent else args.expected, args.new)
     kv.decode_operation(operation)  # refuse an oversized key or value here, clearly
 
-    async def main() -> tuple[Any, float]:
+    async def main() -> tuple[Any, float] | NoQuorum:
         client = RemoteClient(files, args.client_id)
         async with trio.open_nursery() as nursery:
             await nursery.start(client.run)
             started = time.perf_counter()
             try:
                 result = await client.execute(operation, timeout=args.timeout)
+            except NoQuorum as error:
+                return error  # returned, not raised: it would leave the nursery as a group
             finally:
                 nursery.cancel_scope.cancel()
         return kv.decode_result(result), time.perf_counter() - started
 
-    try:
-        result, elapsed = trio.run(main)
-    except NoQuorum as error:
-        print(f"pbft client: {error}", file=sys.stderr)
+    outcome = trio.run(main)
+    if isinstance(outcome, NoQuorum):
+        print(f"pbft client: {outcome}", file=sys.stderr)
         return 1
+    result, elapsed = outcome
     if isinstance(result, kv.OperationError):
         print(f"pbft client: the service refused the operation: {result}", file=sys.stderr)
         return 1

@@ -86,6 +86,9 @@ class ProtocolParams:
     log_window: int = 64
     #: Most requests in one PRE-PREPARE; 1 disables batching.
     batch_size: int = 16
+    #: Most batches the primary keeps in flight (assigned, not yet executed);
+    #: requests arriving meanwhile queue up and go out together (§4.2).
+    max_inflight_batches: int = 4
     #: T: how long a backup waits for a pending request before a view change (§4.4).
     view_change_timeout_ticks: int = 1000
     #: How long before a state fetch is retried with other peers.
@@ -108,6 +111,8 @@ class ProtocolParams:
             raise ConfigError("log_window must be a multiple of checkpoint_interval")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
+        if self.max_inflight_batches < 1:
+            raise ConfigError("max_inflight_batches must be at least 1")
         for name in ("view_change_timeout_ticks", "state_transfer_timeout_ticks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")

@@ -381,13 +381,17 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
     def _propose(self) -> None:
         """The primary assigns the next sequence numbers to batches of queued requests.
 
-        §4.2: n must lie in (h, h+L]. Batching (§4.2): a batch takes up to
-        ``batch_size`` requests, so requests that queue up while the window is
-        full go out together.
+        §4.2: n must lie in (h, h+L]. Batching (§4.2): at most
+        ``max_inflight_batches`` sequence numbers are assigned and not yet
+        executed; requests that arrive meanwhile queue up and go out together,
+        up to ``batch_size`` in one PRE-PREPARE.
         """
         if not self.is_primary:
             return
-        limit = self.low_watermark + self.params.log_window
+        limit = min(
+            self.low_watermark + self.params.log_window,
+            self.last_executed + self.params.max_inflight_batches,
+        )
         while self.queue and self.next_seq <= limit:
             batch: list[Signed[Request]] = []
             while self.queue and len(batch) < self.params.batch_size:

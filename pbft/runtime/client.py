@@ -89,8 +89,10 @@ class ReplicaConnection:
                     )
                     self.connected = True
                     self._backoff.reset()
+                    # Each task handles its own connection errors and ends the
+                    # session: errors leaving a nursery come as exception groups.
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._write, framed)
+                        nursery.start_soon(self._write, framed, nursery.cancel_scope)
                         await self._read(framed)
                         nursery.cancel_scope.cancel()
                 finally:
@@ -100,20 +102,26 @@ class ReplicaConnection:
                 pass
             await trio.sleep(self._backoff.next_delay())
 
-    async def _write(self, framed: FramedStream) -> None:
-        while True:
-            frames = [await self._receive.receive()]
-            while len(frames) < 64:
-                try:
-                    frames.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            await framed.send_frames(frames)
+    async def _write(self, framed: FramedStream, session: trio.CancelScope) -> None:
+        try:
+            while True:
+                frames = [await self._receive.receive()]
+                while len(frames) < 64:
+                    try:
+                        frames.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await framed.send_frames(frames)
+        except _CONNECTION_ERRORS:
+            session.cancel()
 
     async def _read(self, framed: FramedStream) -> None:
-        while True:
-            frame = await framed.receive_frame()
-            self.client._step(Receive(frame, channel=("replica", self.replica_id)))
+        try:
+            while True:
+                frame = await framed.receive_frame()
+                self.client._step(Receive(frame, channel=("replica", self.replica_id)))
+        except _CONNECTION_ERRORS:
+            return
 
 
 class RemoteClient:

@@ -213,8 +213,6 @@ class PeerLink:
             framed = await self._establish()
             try:
                 await self._session(framed)
-            except _CONNECTION_ERRORS as error:
-                logger.debug("%r: connection lost: %s", self, error)
             finally:
                 self._connected = False
                 await trio.aclose_forcefully(framed)
@@ -256,10 +254,19 @@ class PeerLink:
         return framed
 
     async def _session(self, framed: FramedStream) -> None:
-        """Write until the connection breaks (raises) or the watcher sees it close (returns)."""
+        """Write until the connection breaks or the watcher sees it close.
+
+        Connection errors are handled inside the nursery, by the task that meets
+        them: an error leaving a nursery arrives wrapped in an exception group
+        (Trio's strict exception groups), where ``except`` would not see it.
+        """
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_for_close, framed, nursery.cancel_scope)
-            await self._write_batches(framed)
+            try:
+                await self._write_batches(framed)
+            except _CONNECTION_ERRORS as error:
+                logger.debug("%r: connection lost: %s", self, error)
+                nursery.cancel_scope.cancel()
 
     async def _write_batches(self, framed: FramedStream) -> None:
         while True:
