@@ -115,3 +115,41 @@ def test_hostile_peers_are_disconnected_and_the_replica_serves_others(tmp_path: 
         trio.run(main)
     finally:
         cluster.stop()
+
+
+def test_cluster_command_runs_every_replica_and_ctrl_c_stops_them(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    files = init_cluster(tmp_path / "c", f=1, clients=1, ports=free_loopback_ports(4))
+    command = subprocess.Popen(
+        [sys.executable, "-m", "pbft", "cluster", str(files.directory)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    watcher = LocalCluster(files, files.directory / "data")
+    try:
+        deadline = time.monotonic() + 30
+        statuses: dict = {}
+        while time.monotonic() < deadline:
+            statuses = watcher.statuses()
+            if all(s and len(s["peers_connected"]) == 3 for s in statuses.values()):
+                break
+            time.sleep(0.1)
+        assert all(s and len(s["peers_connected"]) == 3 for s in statuses.values()), statuses
+        pids = [s["pid"] for s in statuses.values()]
+        command.send_signal(signal.SIGINT)
+        output, _ = command.communicate(timeout=30)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 0
+    assert "replica" in output and "view" in output
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), f"replica {pid} still runs"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
