@@ -21,6 +21,7 @@ examples:
   pbft replica ./c --id 0                    run replica 0 of ./c (one per host or terminal)
   pbft cluster ./c                           run every replica of ./c here, with a live table
   pbft client ./c put colour blue            one operation through the cluster
+  pbft scenario run scripts/scenarios/stall.toml   a scripted fault experiment and its verdict
 """
 
 
@@ -46,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     replica.add_argument("directory", type=Path, metavar="DIR")
     replica.add_argument("--id", type=int, required=True, help="which replica to run")
     replica.add_argument("--data", type=Path, help="data folder (default DIR/data/replica-I)")
+    replica.add_argument(
+        "--traitor",
+        action="append",
+        default=[],
+        metavar="BEHAVIOUR[:K=V,...]",
+        help="make this replica a traitor (repeatable; see docs/faults.md)",
+    )
     _add_log_options(replica)
 
     cluster = commands.add_parser(
@@ -61,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--f", type=int, default=1, help="for a throw-away cluster")
     cluster.add_argument("--clients", type=int, default=4, help="for a throw-away cluster")
     cluster.add_argument("--log-json", action="store_true", help="replicas log JSON lines")
+    _add_traitor_option(cluster)
 
     client = commands.add_parser("client", help="run one operation through a cluster")
     client.add_argument("directory", type=Path, metavar="DIR")
@@ -95,7 +104,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=200, help="requests in total")
     demo.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_traitor_option(demo)
+
+    verify = commands.add_parser(
+        "verify-evidence", help="check a proof that a replica equivocated, offline"
+    )
+    verify.add_argument("file", type=Path, metavar="FILE", help="an evidence/*.json file")
+    verify.add_argument(
+        "--cluster",
+        type=Path,
+        metavar="DIR",
+        help="also check that the key in FILE is the replica's key in DIR/cluster.toml",
+    )
+    _add_scenario_parser(commands)
     return parser
+
+
+def _add_traitor_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--traitor", action="append", default=[], metavar="ID:BEHAVIOUR[:K=V,...]",
+        help="make replica ID a traitor, e.g. 0:equivocate:targets=1+2 or 3:stall:ms=500 "
+        "(repeatable; behaviours: equivocate lie stall mute crash replay forge flood "
+        "selective mutate; see docs/faults.md)",
+    )  # fmt: skip
+
+
+def _traitor_arguments(specs: list[str], n: int) -> dict[int, list[str]]:
+    """Check ``ID:BEHAVIOUR[:...]`` specs; return each replica's ``pbft replica --traitor``s."""
+    from faults.spec import check_replica_ids, parse_traitor
+
+    parsed = [parse_traitor(spec) for spec in specs]
+    check_replica_ids(parsed, n)
+    by_replica: dict[int, list[str]] = {}
+    for spec, text in zip(parsed, specs, strict=True):
+        by_replica.setdefault(spec.replica, []).append(text.split(":", 1)[1])
+    return by_replica
 
 
 def _add_log_options(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +181,22 @@ def cmd_replica(args: argparse.Namespace) -> int:
     data = args.data or args.directory / "data" / f"replica-{args.id}"
     log = EventLog(f"replica {args.id}", json_lines=args.log_json, verbose=args.verbose)
     node = ReplicaNode(files, args.id, data, log=log)
+    if args.traitor:
+        # The composition root may wire a traitor around the honest core; the
+        # core itself never imports ``faults``.
+        from faults.spec import check_replica_ids, parse_traitor, wrap
+        from pbft.replica import Replica
+
+        specs = [parse_traitor(text, replica=args.id) for text in args.traitor]
+        check_replica_ids(specs, files.config.n)
+        node.replica = wrap(
+            node.replica,
+            specs,
+            clock=node.now_ms,
+            rebuild=lambda: Replica(args.id, files.config, node.signer, files.params),
+            seed=args.id,
+        )
+        log.event("traitor", behaviours=", ".join(args.traitor))
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -215,14 +274,17 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
     replica_args = ("--log-json",) if args.log_json else ()
     if args.directory is not None:
-        return watch_cluster(load_cluster(args.directory), replica_args)
+        files = load_cluster(args.directory)
+        traitors = _traitor_arguments(args.traitor, files.config.n)
+        return watch_cluster(files, replica_args, traitors)
     with tempfile.TemporaryDirectory(prefix="pbft-cluster-") as folder:
         files = init_cluster(
             Path(folder), f=args.f, clients=args.clients,
             ports=free_loopback_ports(3 * args.f + 1),
         )  # fmt: skip
         print(f"throw-away cluster in {folder} (use it with: pbft client {folder} ...)")
-        return watch_cluster(files, replica_args)
+        traitors = _traitor_arguments(args.traitor, files.config.n)
+        return watch_cluster(files, replica_args, traitors)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -231,7 +293,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in ("f", "clients", "requests"):
         if getattr(args, name) < (0 if name == "f" else 1):
             raise ConfigError(f"--{name} must be at least {0 if name == 'f' else 1}")
-    summary = run_demo(args.f, args.clients, args.requests, _progress(args.json), args.timeout)
+    traitors = _traitor_arguments(args.traitor, 3 * args.f + 1)
+    if len(traitors) > args.f:
+        print(
+            f"pbft demo: warning: {len(traitors)} traitors exceed f = {args.f}; "
+            "safety and liveness are no longer guaranteed",
+            file=sys.stderr,
+        )
+    summary = run_demo(
+        args.f, args.clients, args.requests, _progress(args.json), args.timeout, traitors
+    )
     if args.json:
         print(json.dumps(summary))
     else:
@@ -276,10 +347,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"p50 {summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms",
         ),
         ("views seen", ", ".join(map(str, summary["views"]))),
+        ("traitors", ", ".join(f"replica {r}" for r in summary["traitors"]) or "none"),
         ("executed", ", ".join(f"replica {r}: {n}" for r, n in summary["executed"].items())),
         (
             "safety",
-            verdict + " (every replica's executed history agrees)" if summary["safe"] else verdict,
+            verdict + " (every honest replica's executed history agrees)"
+            if summary["safe"]
+            else verdict,
         ),
         ("liveness", "LIVE (every request completed)" if summary["live"] else "NOT LIVE"),
     ]
@@ -288,12 +362,92 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"{name:>{width}}  {value}")
 
 
+def cmd_verify_evidence(args: argparse.Namespace) -> int:
+    from pbft.evidence import (
+        MAX_FILE_BYTES,
+        EvidenceError,
+        check_against_cluster,
+        decode_evidence,
+        verify_evidence_offline,
+    )
+
+    try:
+        with open(args.file, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        evidence, cluster_id, scheme, public_key = decode_evidence(data)
+    except OSError as error:
+        raise ValueError(f"{args.file}: cannot read it: {error.strerror or error}") from None
+    except EvidenceError as error:
+        raise ValueError(f"{args.file}: not evidence: {error}") from None
+    reason = None
+    if args.cluster is not None:
+        from pbft.runtime.files import load_cluster
+
+        config = load_cluster(args.cluster).config
+        reason = check_against_cluster(evidence, cluster_id, public_key, config)
+    reason = reason or verify_evidence_offline(evidence, cluster_id, scheme, public_key)
+    if reason is not None:
+        print(f"invalid: {reason}")
+        return 1
+    print(f"valid: replica {evidence.sender} equivocated on {evidence.describe()}")
+    if args.cluster is None:
+        print(
+            "note: checked against the key in the file only; --cluster DIR also checks "
+            f"that it is replica {evidence.sender}'s key",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _add_scenario_parser(commands: Any) -> None:
+    scenario = commands.add_parser(
+        "scenario", help="run a scripted fault experiment (a TOML scenario file) and check it"
+    )
+    actions = scenario.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = actions.add_parser(
+        "run", help="run FILE on a real cluster; exit 0 exactly when its expectations hold"
+    )
+    run.add_argument("file", type=Path, metavar="FILE", help="a scenario file (see docs/faults.md)")
+    run.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    run.add_argument("--seed", type=int, help="use this seed instead of the file's")
+    run.add_argument(
+        "--keep", type=Path, metavar="DIR", help="run in DIR and keep its databases and logs"
+    )
+    check = actions.add_parser("check", help="validate FILE without running it")
+    check.add_argument("file", type=Path, metavar="FILE")
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    from faults.report import format_report
+    from faults.runner import run_scenario
+    from faults.scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(args.file)
+    except ScenarioError as error:
+        print(error, file=sys.stderr)  # FILE:LINE: problem, as compilers print it
+        return 2
+    if args.action == "check":
+        traitors = ", ".join(map(str, scenario.traitor_ids)) or "none"
+        print(
+            f"{args.file}: ok: {scenario.name!r}: n = {scenario.n}, f = {scenario.f}, "
+            f"traitors: {traitors}, {len(scenario.network)} network rule(s), "
+            f"{scenario.workload.requests} requests"
+        )
+        return 0
+    report = run_scenario(scenario, args.seed, args.keep)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0 if report["passed"] else 1
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": cmd_init,
     "replica": cmd_replica,
     "client": cmd_client,
     "cluster": cmd_cluster,
     "demo": cmd_demo,
+    "scenario": cmd_scenario,
+    "verify-evidence": cmd_verify_evidence,
 }
 
 

@@ -1,6 +1,7 @@
 """Counts of messages accepted and dropped, by type and by reason.
 
-Reading the counters never changes them; the runtime exports them as metrics.
+Reading the counters never changes them; the runtime publishes them in each
+replica's status file.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from pbft.evidence import Evidence
 from pbft.messages import PreparedCertificate, PrePrepare, Signed
 
 # ---------------------------------------------------------------------------- events
@@ -60,6 +61,15 @@ class SendToReplicas:
 class SendToClient:
     client: int
     message: Signed[Any]
+
+
+@attrs.frozen(slots=True)
+class SendBytes:
+    """Send raw bytes to replicas. Honest nodes never emit it: it lets a traitor
+    (see the ``faults`` package) put junk on the wire through the same drivers."""
+
+    replicas: tuple[int, ...]
+    data: bytes
 
 
 @attrs.frozen(slots=True)
@@ -148,6 +158,17 @@ class Dropped:
 
 
 @attrs.frozen(slots=True)
+class EquivocationDetected:
+    """A replica signed two conflicting messages for one slot; ``evidence`` proves it.
+
+    Emitted once per (sender, phase, view, seq) while the replica remembers it
+    (see :mod:`pbft.evidence`).
+    """
+
+    evidence: Evidence
+
+
+@attrs.frozen(slots=True)
 class Completed:
     """A client's operation finished: f+1 replicas sent the same result."""
 
@@ -165,5 +186,6 @@ Notice = (
     | NewViewEntered
     | StateTransferred
     | Dropped
+    | EquivocationDetected
 )
-Effect = SendToReplicas | SendToClient | SetTimer | CancelTimer | Notice | Completed
+Effect = SendToReplicas | SendToClient | SendBytes | SetTimer | CancelTimer | Notice | Completed

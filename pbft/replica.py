@@ -49,6 +49,7 @@ from pbft.events import (
     Committed,
     Dropped,
     Effect,
+    EquivocationDetected,
     Event,
     Executed,
     Prepared,
@@ -58,6 +59,7 @@ from pbft.events import (
     SetTimer,
     TimerFired,
 )
+from pbft.evidence import Evidence, EvidenceKey, conflicting
 from pbft.messages import (
     Checkpoint,
     Commit,
@@ -102,6 +104,8 @@ CATCH_UP_TIMER = "catch-up"
 
 #: A handler's verdict for a message kept until its view starts.
 BUFFERED = "buffered"
+#: Equivocation proofs kept at once; the oldest goes first.
+MAX_EVIDENCE = 64
 
 
 class Slot:
@@ -164,6 +168,7 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         #: Proof of what committed above h, for replicas that missed it.
         self.commit_certificates: dict[int, CommitCertificate] = {}
         self._catching_up = False
+        self._catch_up_mark = 0
 
         # Clients (§4.1): the last executed timestamp and result per client,
         # the requests waiting to execute (the latest per client), and at the
@@ -194,6 +199,9 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         #: The NEW-VIEW that started the current view, relayed to replicas that missed it.
         self.last_new_view: Signed[NewView] | None = None
         self._checked_view_changes: dict[bytes, CheckedViewChange | None] = {}
+
+        #: Proofs that a replica signed two conflicting messages (pbft.evidence).
+        self.evidence: dict[EvidenceKey, Evidence] = {}
 
     # ------------------------------------------------------------------ driving
 
@@ -252,8 +260,8 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         return self.auth.sign(message)
 
     def _send(self, replicas: tuple[int, ...], signed: Signed[Any]) -> None:
-        if replicas:
-            self._effects.append(SendToReplicas(replicas, signed))
+        # Emitted even to nobody (n = 1): journals learn what was signed from sends.
+        self._effects.append(SendToReplicas(replicas, signed))
 
     def _broadcast(self, signed: Signed[Any]) -> None:
         self._send(self._others, signed)
@@ -261,6 +269,29 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
     def _count_drop(self, message_type: str, reason: str) -> None:
         self.counters.drop(message_type, reason)
         self._effects.append(Dropped(message_type, reason))
+
+    def _note_conflict(self, held: Signed[Any], received: Signed[Any]) -> None:
+        """Keep the proof when a sender contradicts a message of its that we hold.
+
+        Called where a second message from one sender for one slot is refused;
+        the first stays the one used. Two validly signed messages that conflict
+        (:func:`pbft.evidence.conflicting`) prove the sender faulty, to anyone:
+        keep them once per slot, count them, and tell the driver.
+        """
+        if held.payload == received.payload or held.message.sender == self.id:
+            # A plain retransmission; or our own vote, met again only when
+            # re-signed after a restart: accusing ourselves proves nothing.
+            return
+        if not conflicting(held, received):
+            return
+        evidence = Evidence(held, received)
+        if evidence.key in self.evidence:
+            return
+        if len(self.evidence) >= MAX_EVIDENCE:
+            del self.evidence[next(iter(self.evidence))]
+        self.evidence[evidence.key] = evidence
+        self.counters.drop(evidence.phase, "equivocation")
+        self._emit(EquivocationDetected(evidence))
 
     def _in_window(self, seq: int, sender: int) -> str | None:
         """§4.2: accept only sequence numbers between the watermarks, h < n <= h+L."""
@@ -300,6 +331,7 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         slot = self.slots.get(seq)
         if slot is None:
             slot = self.slots[seq] = Slot()
+            self._watch_for_gaps()
         return slot
 
     def checkpoint_state(self) -> bytes:
@@ -432,6 +464,7 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         if slot is not None and slot.pre_prepare is not None:
             if slot.pre_prepare.message.digest == pre_prepare.digest:
                 return "duplicate"
+            self._note_conflict(slot.pre_prepare, signed)
             return "conflicting-pre-prepare"
         own = slot.prepares.get(self.id) if slot is not None else None
         if own is not None and own.message.digest != pre_prepare.digest:
@@ -477,7 +510,9 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         if prepare.sender == self.primary:
             return "prepare-from-primary"
         slot = self._slot(prepare.seq)
-        if prepare.sender in slot.prepares:
+        held = slot.prepares.get(prepare.sender)
+        if held is not None:
+            self._note_conflict(held, signed)
             return "duplicate"
         slot.prepares[prepare.sender] = signed
         self._check_prepared(prepare.seq, slot)
@@ -513,7 +548,9 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         if reason is not None:
             return reason
         slot = self._slot(commit.seq)
-        if commit.sender in slot.commits:
+        held = slot.commits.get(commit.sender)
+        if held is not None:
+            self._note_conflict(held, signed)
             return "duplicate"
         slot.commits[commit.sender] = signed
         self._check_committed(commit.seq, slot)
@@ -570,6 +607,10 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
                     self.queue.pop(request.client, None)
                 self._send_reply(request.client, request.timestamp, result)
             self.last_executed = pre_prepare.seq
+            if executed and pre_prepare.view == self.view and self.view_active:
+                # §4.5.2: a request executed in this view: the view works, so the
+                # next view change starts again from the base timeout.
+                self.view_change_attempts = 0
             self._emit(
                 Executed(pre_prepare.seq, pre_prepare.view, pre_prepare.digest, tuple(executed))
             )
@@ -585,22 +626,29 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
                 if waiting is None or waiting.message.timestamp != timestamp:
                     self._restart_request_timer()
             self._propose()
-        if self.committed and not self._catching_up:
-            # Something above us committed, but not the next sequence number:
-            # if that gap stays, ask the peers for its proof (see _catch_up).
-            self._catching_up = True
-            self._emit(SetTimer(CATCH_UP_TIMER, self.params.state_transfer_timeout_ticks))
+        self._watch_for_gaps()
 
     # ---------------------------------------------------------------- catching up
+
+    def _highest_known_seq(self) -> int:
+        return max(max(self.committed, default=0), max(self.slots, default=0))
+
+    def _watch_for_gaps(self) -> None:
+        """While something above last_executed is known but not executed (its messages
+        may have been lost), keep a timer that asks peers for proof (see _catch_up)."""
+        if not self._catching_up and self._highest_known_seq() > self.last_executed:
+            self._catching_up = True
+            self._catch_up_mark = self.last_executed
+            self._emit(SetTimer(CATCH_UP_TIMER, self.params.state_transfer_timeout_ticks))
 
     def _catch_up(self) -> None:
         """Ask for proof of what committed in a gap that did not fill by itself."""
         self._catching_up = False
-        if not self.committed or self.last_executed < self.low_watermark:
-            return
-        self._request_commit_certificates(self.last_executed + 1, max(self.committed) - 1)
-        self._catching_up = True
-        self._emit(SetTimer(CATCH_UP_TIMER, self.params.state_transfer_timeout_ticks))
+        highest = self._highest_known_seq()
+        stalled = self.last_executed == self._catch_up_mark  # no progress for a whole period
+        if stalled and self.low_watermark <= self.last_executed < highest:
+            self._request_commit_certificates(self.last_executed + 1, highest)
+        self._watch_for_gaps()
 
     def _request_commit_certificates(self, first_seq: int, last_seq: int) -> None:
         if first_seq <= last_seq:

@@ -60,7 +60,9 @@ class CheckpointMixin(_Base):
     def _record_checkpoint(self, signed: Signed[Checkpoint]) -> str | None:
         checkpoint = signed.message
         votes = self.checkpoint_votes.setdefault(checkpoint.seq, {})
-        if checkpoint.sender in votes:
+        held = votes.get(checkpoint.sender)
+        if held is not None:
+            self._note_conflict(held, signed)
             return "duplicate"
         votes[checkpoint.sender] = signed
         self._bound_checkpoint_votes(checkpoint.sender)

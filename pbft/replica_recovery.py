@@ -104,6 +104,7 @@ class RecoveryMixin(_Base):
             if seq > self.last_executed:
                 self.committed[seq] = signed.message
         self.next_seq = max(self.next_seq, self.low_watermark + 1)
+        self._resend_votes()
         if self.last_executed < self.low_watermark:
             self._start_state_transfer(self.low_watermark)
         else:
@@ -116,6 +117,18 @@ class RecoveryMixin(_Base):
         # Re-executing the committed batches reproduces executions that were
         # already reported before the crash; report them once only.
         return [effect for effect in effects if type(effect) is not Executed]
+
+    def _resend_votes(self) -> None:
+        """Send again our votes for what has not executed: the crash may have come
+        between writing them down and sending them (receivers drop duplicates)."""
+        if not self.view_active:
+            return
+        for seq, slot in sorted(self.slots.items()):
+            if seq <= self.last_executed:
+                continue
+            for vote in (slot.prepares.get(self.id), slot.commits.get(self.id)):
+                if vote is not None:
+                    self._broadcast(vote)
 
     def _reinstall_sent(self, signed: Signed[Any]) -> None:
         """Remember a vote we signed before the crash, so we never contradict it."""
@@ -144,7 +157,13 @@ class RecoveryMixin(_Base):
                 if checked is not None:
                     self._record_view_change(checked)
         elif kind is NewView and message.view == self.view:
+            # We were the new primary: O's PRE-PREPAREs are ours, and the next
+            # sequence number we assign must come after them.
             self.last_new_view = signed
+            for pre_prepare in message.pre_prepares:
+                if pre_prepare.message.seq > self.low_watermark:
+                    self._slot(pre_prepare.message.seq).pre_prepare = pre_prepare
+                    self.next_seq = max(self.next_seq, pre_prepare.message.seq + 1)
 
 
 def _digest(snapshot: bytes) -> bytes:

@@ -145,7 +145,10 @@ class ViewChangeMixin(_Base):
         if latest is not None and latest >= view_change.new_view:
             # One VIEW-CHANGE per sender counts, its highest: a sender going
             # back to lower views must not be counted twice.
-            return "duplicate" if latest == view_change.new_view else "superseded"
+            if latest > view_change.new_view:
+                return "superseded"
+            self._note_conflict(self.view_changes[latest][view_change.sender].signed, signed)
+            return "duplicate"
         checked = self._checked(signed)
         if checked is None:
             return "invalid-view-change"

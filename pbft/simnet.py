@@ -13,7 +13,9 @@ authentication are exercised on every delivery.
 Faults: per-network or per-call loss, duplication and delay ranges (a delay
 range reorders messages), isolated replicas (nothing in or out), crashed nodes
 (deliveries and timers are discarded) and an ``intercept`` hook through which a
-test may drop or inspect any single message.
+test may drop or inspect any single message. A :class:`FaultModel` (the
+scenario's partitions, delays, loss, duplication and reordering, see
+``faults.network``) may take over the fate of messages between replicas.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pbft.events import (
     Executed,
     Invoke,
     Receive,
+    SendBytes,
     SendToClient,
     SendToReplicas,
     SetTimer,
@@ -54,6 +57,16 @@ Address = tuple[str, int]
 
 class Node(Protocol):
     def step(self, event: Event) -> list[Effect]: ...
+
+
+class FaultModel(Protocol):
+    """Faults between replicas decided per message (e.g. ``faults.network.NetworkFaults``).
+
+    ``decide`` returns the extra delay in milliseconds of each copy to deliver:
+    ``[]`` drops the message, ``[0]`` delivers it as usual.
+    """
+
+    def decide(self, now_ms: int, source: int, destination: int) -> list[int]: ...
 
 
 @attrs.define
@@ -77,16 +90,25 @@ class Operation:
     result: bytes | None = None
 
 
-#: intercept(source, destination, message) -> deliver? Called once per copy sent.
-Intercept = Callable[[Address, Address, Signed[Any]], bool]
+#: intercept(source, destination, message) -> deliver? Called once per copy sent;
+#: ``message`` is None for raw bytes (SendBytes).
+Intercept = Callable[[Address, Address, Signed[Any] | None], bool]
 
 
 class Network:
     """Drives nodes by delivering their messages and firing their timers in virtual time."""
 
-    def __init__(self, seed: int = 0, faults: LinkFaults | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        faults: LinkFaults | None = None,
+        fault_model: FaultModel | None = None,
+    ) -> None:
         self.rng = random.Random(seed)
         self.faults = faults or LinkFaults()
+        #: When set, decides the fate of every replica-to-replica message instead of
+        #: ``faults`` (a tick is a millisecond). Seed its randomness from the run's seed.
+        self.fault_model = fault_model
         self.now = 0
         self.nodes: dict[Address, Node] = {}
         self.crashed: set[Address] = set()
@@ -220,6 +242,9 @@ class Network:
         elif kind is SendToClient:
             data = encode_signed(effect.message)
             self._send(source, ("client", effect.client), effect.message, data)
+        elif kind is SendBytes:
+            for replica in effect.replicas:
+                self._send(source, ("replica", replica), None, effect.data)
         elif kind is SetTimer:
             key = (source, effect.name)
             generation = self._timer_generation.get(key, 0) + 1
@@ -245,7 +270,7 @@ class Network:
             self.invoke(client_id, queue.popleft())
 
     def _send(
-        self, source: Address, destination: Address, message: Signed[Any], data: bytes
+        self, source: Address, destination: Address, message: Signed[Any] | None, data: bytes
     ) -> None:
         if destination not in self.nodes:
             return
@@ -253,6 +278,11 @@ class Network:
         if self._cut(source) or self._cut(destination):
             return
         if self.intercept is not None and not self.intercept(source, destination, message):
+            return
+        if self.fault_model is not None and source[0] == destination[0] == "replica":
+            # The model's delays come on top of the usual one tick in flight.
+            for delay in self.fault_model.decide(self.now, source[1], destination[1]):
+                self._push(self.now + 1 + delay, _DELIVERY, destination, data)
             return
         faults = self.faults
         rng = self.rng

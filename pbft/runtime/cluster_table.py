@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -37,8 +37,16 @@ def status_table(files: ClusterFiles, statuses: dict[int, dict[str, Any] | None]
     return table
 
 
-def watch_cluster(files: ClusterFiles, replica_args: Sequence[str] = ()) -> int:
-    cluster = LocalCluster(files, files.directory / "data", replica_args)
+def watch_cluster(
+    files: ClusterFiles,
+    replica_args: Sequence[str] = (),
+    traitors: Mapping[int, Sequence[str]] | None = None,
+) -> int:
+    per_replica = {
+        replica: [argument for spec in specs for argument in ("--traitor", spec)]
+        for replica, specs in (traitors or {}).items()
+    }
+    cluster = LocalCluster(files, files.directory / "data", replica_args, per_replica)
     cluster.start()
     console = Console()
     try:

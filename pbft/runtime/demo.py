@@ -84,15 +84,21 @@ def run_demo(
     requests: int,
     progress_factory: Callable[[int], Callable[[int], None]],
     timeout: float = 30.0,
-    replica_args: tuple[str, ...] = (),
+    traitors: dict[int, list[str]] | None = None,
 ) -> dict[str, Any]:
+    """Run the demo; ``traitors`` maps a replica id to its ``--traitor`` arguments."""
+    traitors = traitors or {}
     with tempfile.TemporaryDirectory(prefix="pbft-demo-") as folder:
         directory = Path(folder)
         n = 3 * f + 1
         files = init_cluster(
             directory, f=f, clients=clients, ports=free_loopback_ports(n), protocol=DEMO_PROTOCOL
         )
-        cluster = LocalCluster(files, directory / "data", replica_args)
+        replica_args = {
+            replica: [argument for spec in specs for argument in ("--traitor", spec)]
+            for replica, specs in traitors.items()
+        }
+        cluster = LocalCluster(files, directory / "data", replica_args=replica_args)
         cluster.start()
         try:
             if not cluster.wait_connected(timeout=30):
@@ -127,7 +133,8 @@ def run_demo(
             for replica, process in cluster.processes.items()
         }
     done = [latency * 1000 for latency in latencies if latency is not None]
-    safe, conflict = agreement(histories)
+    honest = {r: h for r, h in histories.items() if r not in traitors}
+    safe, conflict = agreement(honest)
     summary: dict[str, Any] = {
         "f": f,
         "n": n,
@@ -142,6 +149,7 @@ def run_demo(
         },
         "views": views,
         "executed": {str(r): len(h) for r, h in sorted(histories.items())},
+        "traitors": sorted(traitors),
         "safe": safe,
         "live": len(done) == requests,
     }

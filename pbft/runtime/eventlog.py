@@ -43,8 +43,9 @@ NOTABLE = {
     "disconnected",
     "started",
     "stopped",
-    "recovered",
+    "equivocation",
     "error",
+    "traitor",
 }
 
 

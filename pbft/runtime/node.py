@@ -15,7 +15,11 @@ Theory of operation
   effects in the :class:`~pbft.runtime.storage.SqliteJournal`, so a replica
   killed at any instant restarts from its database without contradicting
   what it sent (:meth:`Replica.recover <pbft.replica_recovery.RecoveryMixin.recover>`);
-* it writes a small ``status.json`` for ``pbft cluster`` and the tests.
+* it writes a small ``status.json`` for ``pbft cluster`` and the tests;
+* given ``network_faults`` (see ``faults.network``), it asks them about every
+  frame it sends to another replica, at :meth:`ReplicaNode.now_ms`, and drops,
+  delays or duplicates the frame as told. Every node judges only what it
+  sends, so a partition, applied by both sides, cuts both directions.
 
 The core is only ever touched from Trio tasks of one thread, between two
 awaits, so every step is atomic.
@@ -24,6 +28,7 @@ awaits, so every step is atomic.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -36,13 +41,16 @@ from pbft.encoding import encode_signed
 from pbft.events import (
     CancelTimer,
     Effect,
+    EquivocationDetected,
     Event,
     Receive,
+    SendBytes,
     SendToClient,
     SendToReplicas,
     SetTimer,
     TimerFired,
 )
+from pbft.evidence import encode_evidence, evidence_file_name
 from pbft.replica import Replica
 from pbft.runtime.eventlog import EventLog
 from pbft.runtime.files import ClusterFiles
@@ -51,6 +59,7 @@ from pbft.runtime.handshake import Identity, format_identity
 from pbft.runtime.links import PeerLink, serve_connection
 from pbft.runtime.storage import SqliteJournal
 from pbft.runtime.timers import Timers
+from pbft.simnet import FaultModel
 
 #: One tick of the core is one millisecond of Trio's clock.
 TICK_SECONDS = 0.001
@@ -71,6 +80,8 @@ class ReplicaNode:
         signer: Signer | None = None,
         log: EventLog | None = None,
         tick_seconds: float = TICK_SECONDS,
+        network_faults: FaultModel | None = None,
+        clock_origin: float | None = None,
     ) -> None:
         config = files.config
         if config.scheme != ED25519:
@@ -100,11 +111,19 @@ class ReplicaNode:
         self._journal: SqliteJournal | None = None
         self._nursery: trio.Nursery | None = None
         self.status_path = self.data_dir / "status.json"
+        #: Where each EquivocationDetected is written, for ``pbft verify-evidence``.
+        self.evidence_dir = self.data_dir / "evidence"
+        #: Decides the fate of each frame to another replica (``faults.network``); None: none.
+        self.network_faults = network_faults
+        #: The Trio time at which this run's millisecond clock reads 0 (default: run() start).
+        self.clock_origin = clock_origin
 
     # ------------------------------------------------------------------ running
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``task_status.started`` gets the listening port."""
+        if self.clock_origin is None:
+            self.clock_origin = trio.current_time()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         host, port = self.files.address(self.id)
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -152,13 +171,59 @@ class ReplicaNode:
                 for replica in effect.replicas:
                     link = self.links.get(replica)
                     if link is not None:
-                        link.send_nowait(frame)
+                        self._send_to_replica(link, replica, frame)
             elif kind is SendToClient:
                 self._send_to_client(effect.client, encode_signed(effect.message))
+            elif kind is SendBytes:
+                for replica in effect.replicas:
+                    link = self.links.get(replica)
+                    if link is not None and len(effect.data) <= self.max_frame_bytes:
+                        self._send_to_replica(link, replica, effect.data)
             elif kind is SetTimer:
                 self.timers.set(effect.name, effect.ticks)
             elif kind is CancelTimer:
                 self.timers.cancel(effect.name)
+            elif kind is EquivocationDetected:
+                evidence = effect.evidence
+                path = self.evidence_dir / evidence_file_name(evidence)
+                try:
+                    self.evidence_dir.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(encode_evidence(evidence, self.files.config))
+                    written = str(path)
+                except OSError as error:  # a full disk must not stop the replica
+                    written = f"not written: {error.strerror or error}"
+                self.log.event(
+                    "equivocation", evidence.view, evidence.seq,
+                    sender=evidence.sender, phase=evidence.phase, file=written,
+                )  # fmt: skip
+
+    def now_ms(self) -> int:
+        """Milliseconds since ``clock_origin``: the run's clock for faults and scenarios."""
+        if self.clock_origin is None:
+            return 0
+        return math.floor((trio.current_time() - self.clock_origin) * 1000)
+
+    def _send_to_replica(self, link: PeerLink, replica: int, frame: bytes) -> None:
+        """Queue a frame for a peer, through the network faults when there are any."""
+        if len(frame) > self.max_frame_bytes:
+            # Larger than any peer accepts (a huge state snapshot): sending it would
+            # only get the connection closed. Dropped; the peer retries elsewhere.
+            self.log.event(
+                "error", self.replica.view, reason=f"frame of {len(frame)} bytes dropped"
+            )
+            return
+        if self.network_faults is None:
+            link.send_nowait(frame)
+            return
+        for delay_ms in self.network_faults.decide(self.now_ms(), self.id, replica):
+            if delay_ms <= 0 or self._nursery is None:
+                link.send_nowait(frame)
+            else:
+                self._nursery.start_soon(self._send_later, link, frame, delay_ms)
+
+    async def _send_later(self, link: PeerLink, frame: bytes, delay_ms: int) -> None:
+        await trio.sleep(delay_ms / 1000)
+        link.send_nowait(frame)
 
     # -------------------------------------------------------------- connections
 
@@ -193,6 +258,10 @@ class ReplicaNode:
 
     def _on_disconnect(self, identity: Identity) -> None:
         self.log.event("disconnected", peer=format_identity(identity))
+        role, principal = identity
+        entry = self._clients.get(principal) if role == "client" else None
+        if entry is not None:
+            entry[1].close()  # its writer task ends and forgets the connection
 
     def _send_to_client(self, client: int, frame: bytes) -> None:
         entry = self._clients.get(client)

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +96,23 @@ class ReplicaProcess:
 class LocalCluster:
     """Every replica of a cluster folder as a local process."""
 
-    def __init__(self, files: ClusterFiles, data_root: Path, args: Sequence[str] = ()):
+    def __init__(
+        self,
+        files: ClusterFiles,
+        data_root: Path,
+        args: Sequence[str] = (),
+        replica_args: Mapping[int, Sequence[str]] | None = None,
+    ):
+        """``args`` go to every replica, ``replica_args[i]`` to replica i only."""
         self.files = files
         self.data_root = data_root
+        extra = replica_args or {}
         self.processes = {
             replica.id: ReplicaProcess(
-                files.directory, replica.id, data_root / f"replica-{replica.id}", args
+                files.directory,
+                replica.id,
+                data_root / f"replica-{replica.id}",
+                [*args, *extra.get(replica.id, ())],
             )
             for replica in files.replicas
         }

@@ -9,9 +9,10 @@ does not remember; each call is one transaction.
 
 WAL mode with ``synchronous=NORMAL`` survives the process being killed (even
 with SIGKILL): a committed transaction is in the WAL file, which the next open
-replays. It may lose the last transactions on a power failure, which PBFT
-tolerates for up to f replicas at a time like any other crash;
-``synchronous=FULL`` is one flag away for deployments that want more.
+replays. On a power failure it may lose the last transactions, including
+ones whose messages already left: a replica restarted after that could
+contradict itself, so it must then count as one of the f faulty replicas.
+``synchronous=FULL`` (an fsync per step) closes that gap at a cost in speed.
 
 Tables:
 

@@ -43,6 +43,10 @@ def test_core_modules_import_no_io_clock_or_randomness() -> None:
         assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
 
 
-def test_pbft_never_imports_faults() -> None:
-    for path in sorted(PACKAGE.rglob("*.py")):
+def test_the_core_never_imports_faults() -> None:
+    """faults depends on pbft, never the reverse; only the command line (the composition
+    root that wires a traitor around an honest replica) may import it."""
+    for path in core_modules():
+        assert "faults" not in imported_modules(path), path
+    for path in sorted((PACKAGE / "runtime").rglob("*.py")):
         assert "faults" not in imported_modules(path), path
