@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check that the key in FILE is the replica's key in DIR/cluster.toml",
     )
     _add_scenario_parser(commands)
+    from faults.explore_cli import add_parser as add_explore_parser
+
+    add_explore_parser(commands)
     return parser
 
 
@@ -407,7 +410,9 @@ def _add_scenario_parser(commands: Any) -> None:
     run = actions.add_parser(
         "run", help="run FILE on a real cluster; exit 0 exactly when its expectations hold"
     )
-    run.add_argument("file", type=Path, metavar="FILE", help="a scenario file (see docs/faults.md)")
+    run.add_argument(
+        "file", type=Path, metavar="FILE", help="a scenario file (see docs/faults.md)"
+    )
     run.add_argument("--json", action="store_true", help="print the whole report as JSON")
     run.add_argument("--seed", type=int, help="use this seed instead of the file's")
     run.add_argument(
@@ -419,8 +424,7 @@ def _add_scenario_parser(commands: Any) -> None:
 
 def cmd_scenario(args: argparse.Namespace) -> int:
     from faults.report import format_report
-    from faults.runner import run_scenario
-    from faults.scenario import ScenarioError, load_scenario
+    from faults.scenario import ScenarioError, load_scenario, run_scenario
 
     try:
         scenario = load_scenario(args.file)
@@ -435,9 +439,21 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             f"{scenario.workload.requests} requests"
         )
         return 0
-    report = run_scenario(scenario, args.seed, args.keep)
+    from faults.runner import ScenarioRunError
+
+    try:
+        report = run_scenario(scenario, args.seed, args.keep)
+    except ScenarioRunError as error:
+        print(f"pbft scenario: {args.file}: {error}", file=sys.stderr)
+        return 1
     print(json.dumps(report) if args.json else format_report(report))
     return 0 if report["passed"] else 1
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from faults.explore_cli import run
+
+    return run(args)
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -448,6 +464,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "scenario": cmd_scenario,
     "verify-evidence": cmd_verify_evidence,
+    "explore": cmd_explore,
 }
 
 

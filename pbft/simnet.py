@@ -88,6 +88,8 @@ class Operation:
     invoke_tick: int
     return_tick: int | None = None
     result: bytes | None = None
+    #: The request timestamp the client used (for validity checks).
+    timestamp: int | None = None
 
 
 #: intercept(source, destination, message) -> deliver? Called once per copy sent;
@@ -114,6 +116,10 @@ class Network:
         self.crashed: set[Address] = set()
         self.isolated: set[int] = set()
         self.intercept: Intercept | None = None
+        #: Twins (Bano et al.): a second node with replica k's identity and key, at
+        #: address ("twin", k). ``twin_route(now, peer, k)`` says which copy talks
+        #: to ``peer``: "replica", "twin", "both" or "none".
+        self.twin_route: Callable[[int, Address, int], str] | None = None
         #: Called with each node's effects before they are carried out (journals, traces).
         self.on_step: Callable[[Address, list[Effect]], None] | None = None
         self.executed: dict[int, list[Executed]] = {}
@@ -166,6 +172,7 @@ class Network:
         self._open[client_id] = record
         self.operations.append(record)
         self._step(("client", client_id), Invoke(operation))
+        record.timestamp = getattr(self.nodes[("client", client_id)], "timestamp", None)
 
     def submit(self, client_id: int, operations: Iterable[bytes]) -> None:
         """Queue operations for a client; each starts when the previous one returns."""
@@ -254,7 +261,8 @@ class Network:
             key = (source, effect.name)
             self._timer_generation[key] = self._timer_generation.get(key, 0) + 1
         elif kind is Executed:
-            self.executed[source[1]].append(effect)
+            if source[0] == "replica":  # a twin's executions are no honest history
+                self.executed[source[1]].append(effect)
         elif kind is Completed:
             self._complete(source[1], effect)
         else:
@@ -272,6 +280,31 @@ class Network:
     def _send(
         self, source: Address, destination: Address, message: Signed[Any] | None, data: bytes
     ) -> None:
+        if self.twin_route is not None:
+            destinations = self._twin_destinations(source, destination)
+            if destinations is not None:
+                for target in destinations:
+                    self._send_one(source, target, message, data)
+                return
+        self._send_one(source, destination, message, data)
+
+    def _twin_destinations(self, source: Address, destination: Address) -> list[Address] | None:
+        """Where a message goes when the sender or the destination has a twin."""
+        assert self.twin_route is not None
+        if destination[0] == "replica" and ("twin", destination[1]) in self.nodes:
+            route = self.twin_route(self.now, source, destination[1])
+            return [
+                *([destination] if route in ("replica", "both") else []),
+                *([("twin", destination[1])] if route in ("twin", "both") else []),
+            ]
+        if source[0] in ("replica", "twin") and ("twin", source[1]) in self.nodes:
+            route = self.twin_route(self.now, destination, source[1])
+            return [destination] if route in (source[0], "both") else []
+        return None
+
+    def _send_one(
+        self, source: Address, destination: Address, message: Signed[Any] | None, data: bytes
+    ) -> None:
         if destination not in self.nodes:
             return
         self.messages_sent += 1
@@ -279,7 +312,7 @@ class Network:
             return
         if self.intercept is not None and not self.intercept(source, destination, message):
             return
-        if self.fault_model is not None and source[0] == destination[0] == "replica":
+        if self.fault_model is not None and {source[0], destination[0]} <= {"replica", "twin"}:
             # The model's delays come on top of the usual one tick in flight.
             for delay in self.fault_model.decide(self.now, source[1], destination[1]):
                 self._push(self.now + 1 + delay, _DELIVERY, destination, data)

@@ -1,0 +1,362 @@
+"""Randomized fault exploration: many seeded simulations, checked, counted, shrunk.
+
+Each seed draws a whole :class:`~faults.sim.SimPlan` (:func:`draw_plan`): the
+cluster size (n = 4 for 60% of seeds, n = 7 for the rest, unless ``f`` is
+fixed), up to f Byzantine replicas with behaviours and triggers from
+:mod:`faults.behaviours` (including Twins and ByzzFuzz-style mutation), loss,
+delay, duplication, reordering and partitions, crashes and restarts of honest
+replicas, all before a stabilization time after which the network is
+reliable and timely; the primary of view 0 is faulty in most runs, so that
+view changes are common. The run is simulated and every checker of
+:mod:`faults.checkers` runs on it.
+
+:func:`explore` runs seeds on all the cores asked for and returns a summary:
+runs, simulated seconds, runs per second, violations (seed, checker, detail,
+and the command that replays it) and coverage (for each rare protocol path,
+the share of runs that reached it). :func:`shrink` turns a failing plan into a
+smaller one that still fails the same checker (fewer faults, fewer requests,
+shorter schedule).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from faults.base import Trigger
+from faults.behaviours import BEHAVIOURS
+from faults.checkers import Violation, check_run
+from faults.sim import (
+    COVERAGE_PATHS,
+    CrashPlan,
+    SimPlan,
+    TraitorPlan,
+    TwinPlan,
+    random_workload,
+    simulate,
+)
+
+LIES = ["all", "digest", "checkpoint", "result", "view-change", "invent"]
+#: Behaviour parameters that make each behaviour bite in a short run.
+_PARAMS: dict[str, Callable[[random.Random], dict[str, Any]]] = {
+    "stall": lambda rng: {"ms": rng.choice([None, 200, 800])},
+    "crash": lambda rng: {"restart_ms": rng.choice([None, 500, 1500])},
+    "lie": lambda rng: {"what": rng.choice(LIES)},
+    "replay": lambda rng: {"count": rng.randint(1, 4)},
+    "forge": lambda rng: {"mode": rng.choice(["bad-signature", "impersonate"])},
+    "flood": lambda rng: {"count": rng.randint(1, 5), "junk": rng.random() < 0.5},
+    "mutate": lambda rng: {"rate": rng.choice([0.1, 0.3, 0.6])},
+}  # fmt: skip
+
+
+@attrs.frozen
+class SeedResult:
+    seed: int
+    n: int
+    violations: tuple[Violation, ...]
+    coverage: dict[str, bool]
+    sim_ms: int
+    wall_s: float
+    trace_hash: str
+    operations: int
+
+
+def draw_plan(seed: int, f: int | None = None) -> SimPlan:
+    """The fault schedule of one seed: every random choice comes from ``seed``."""
+    rng = random.Random(seed)
+    if f is None:
+        f = 1 if rng.random() < 0.6 else 2
+    n = 3 * f + 1
+    clients = rng.randint(2, 4)
+    operations = rng.randint(20, 36)
+    stabilization = rng.randint(1500, 4000)
+    faulty = [0] if rng.random() < 0.75 else []
+    others = [r for r in range(1, n)]
+    rng.shuffle(others)
+    while len(faulty) < rng.randint(0, f) or (not faulty and rng.random() < 0.3):
+        faulty.append(others.pop())
+    faulty = faulty[:f]
+    traitors: list[TraitorPlan] = []
+    twin = None
+    lossy_primary = False
+    for replica in faulty:
+        # A twinned primary (or next primary) equivocates by itself: each copy
+        # orders requests its own way; peers hearing both catch it.
+        if twin is None and rng.random() < (0.3 if replica in (0, 1) else 0.1):
+            twin = _draw_twin(rng, replica, n)
+            continue
+        if replica == 0 and rng.random() < 0.9:
+            # A primary that stops the normal case: most runs need a view change.
+            traitors.append(_disruptive_primary(rng, n, stabilization))
+            lossy_primary = rng.random() < 0.4
+            continue
+        for _ in range(rng.choice([1, 1, 2])):
+            traitors.append(_draw_traitor(rng, replica, n, stabilization))
+    honest = [r for r in range(n) if r not in faulty]
+    crashes = []
+    if rng.random() < (0.6 if 0 in honest else 0.3):
+        at = rng.randint(0, stabilization // 2)
+        victim = 0 if 0 in honest and rng.random() < 0.7 else rng.choice(honest)
+        crashes.append(CrashPlan(victim, at, rng.randint(at + 200, stabilization)))
+    rules = [_draw_rule(rng, n, stabilization) for _ in range(rng.choice([0, 1, 1, 2, 3]))]
+    if lossy_primary:
+        # Some PRE-PREPAREs lost: prepared requests with gaps between them, which the
+        # next NEW-VIEW fills with null requests.
+        links = [[0, peer] for peer in range(1, n)]
+        rules.append({"kind": "loss", "rate": 0.5, "links": links, "until_ms": stabilization})
+    network = tuple(rules)
+    return SimPlan(
+        f=f, n=n, clients=clients,
+        workload=random_workload(rng, clients, operations, keys=rng.randint(2, 5)),
+        traitors=tuple(traitors), network=network, crashes=tuple(crashes), twin=twin,
+        stabilization_ms=stabilization,
+    )  # fmt: skip
+
+
+def _draw_twin(rng: random.Random, replica: int, n: int) -> TwinPlan:
+    """Two copies of ``replica``; in each of two phases every peer hears one copy or
+    both (hearing both is how equivocation gets caught)."""
+    routes = tuple(
+        tuple(rng.choice(["replica", "twin", "both", "both"]) for _ in range(n)) for _ in range(2)
+    )
+    return TwinPlan(replica, routes, rng.randint(400, 1500))
+
+
+def _disruptive_primary(rng: random.Random, n: int, stabilization: int) -> TraitorPlan:
+    behaviour = rng.choice(["mute", "stall", "crash", "equivocate", "selective"])
+    peers = list(range(1, n))
+    trigger: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    if rng.random() < 0.5:
+        trigger["from_seq"] = rng.randint(2, 12)
+    if behaviour in ("equivocate", "selective"):
+        trigger["targets"] = frozenset(rng.sample(peers, len(peers) // 2 + rng.randint(0, 1)))
+    elif behaviour == "crash":
+        params["restart_ms"] = rng.choice([None, rng.randint(300, stabilization)])
+    return TraitorPlan(0, behaviour, Trigger(**trigger), tuple(sorted(params.items())))
+
+
+def _draw_traitor(rng: random.Random, replica: int, n: int, stabilization: int) -> TraitorPlan:
+    behaviour = rng.choice(sorted(BEHAVIOURS))
+    trigger: dict[str, Any] = {}
+    if rng.random() < 0.3:
+        trigger["from_seq"] = rng.randint(1, 10)
+    if rng.random() < 0.2:
+        trigger["at_ms"] = rng.randint(0, stabilization)
+    if rng.random() < 0.5:
+        peers = [r for r in range(n) if r != replica]
+        trigger["targets"] = frozenset(rng.sample(peers, rng.randint(1, len(peers))))
+    params = _PARAMS.get(behaviour, lambda rng: {})(rng)
+    return TraitorPlan(replica, behaviour, Trigger(**trigger), tuple(sorted(params.items())))
+
+
+def _draw_rule(rng: random.Random, n: int, stabilization: int) -> dict[str, Any]:
+    kind = rng.choice(["partition", "partition", "loss", "duplicate", "delay", "reorder"])
+    at = rng.randint(0, stabilization - 200)
+    rule: dict[str, Any] = {
+        "kind": kind,
+        "at_ms": at,
+        "until_ms": rng.randint(at + 100, stabilization),
+    }
+    if kind == "partition":
+        replicas = list(range(n))
+        rng.shuffle(replicas)
+        cut = rng.randint(1, n - 1)
+        rule["groups"] = [sorted(replicas[:cut]), sorted(replicas[cut:])]
+    elif kind == "delay":
+        rule["ms"] = rng.randint(1, 40)
+        rule["jitter_ms"] = rng.randint(0, 40)
+    else:
+        rule["rate"] = rng.choice([0.05, 0.1, 0.2, 0.4])
+    return rule
+
+
+def run_plan(plan: SimPlan, seed: int, trace: Callable[[str], None] | None = None) -> SeedResult:
+    started = time.perf_counter()
+    outcome = simulate(plan, seed, trace)
+    violations = check_run(
+        outcome.replicas, outcome.operations, outcome.stabilization_ms, outcome.liveness_bound_ms
+    )
+    return SeedResult(
+        seed, plan.n, tuple(violations), outcome.coverage, outcome.sim_ms,
+        time.perf_counter() - started, outcome.trace_hash,
+        sum(len(ops) for ops in plan.workload),
+    )  # fmt: skip
+
+
+def run_seed(seed: int, f: int | None = None) -> SeedResult:
+    return run_plan(draw_plan(seed, f), seed)
+
+
+def _run_seed_args(arguments: tuple[int, int | None]) -> SeedResult:
+    return run_seed(*arguments)
+
+
+def replay_command(seed: int, f: int | None) -> str:
+    return f"pbft explore --replay {seed}" + ("" if f is None else f" --f {f}")
+
+
+def explore(
+    seeds: Iterable[int],
+    f: int | None = None,
+    jobs: int = 1,
+    progress: Callable[[SeedResult], None] | None = None,
+) -> dict[str, Any]:
+    """Run and check every seed; return the summary (see the module docstring)."""
+    seeds = list(seeds)
+    started = time.perf_counter()
+    results: list[SeedResult] = []
+    arguments = [(seed, f) for seed in seeds]
+    if jobs > 1 and len(seeds) > 1:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(jobs) as pool:
+            for result in pool.imap_unordered(_run_seed_args, arguments, chunksize=4):
+                results.append(result)
+                if progress is not None:
+                    progress(result)
+    else:
+        for argument in arguments:
+            result = _run_seed_args(argument)
+            results.append(result)
+            if progress is not None:
+                progress(result)
+    elapsed = time.perf_counter() - started
+    results.sort(key=lambda result: result.seed)
+    return summarize(results, elapsed, f)
+
+
+def summarize(results: list[SeedResult], elapsed: float, f: int | None) -> dict[str, Any]:
+    runs = len(results)
+    violations = [
+        {**violation.as_dict(), "seed": result.seed, "replay": replay_command(result.seed, f)}
+        for result in results
+        for violation in result.violations
+    ]
+    by_kind: dict[str, int] = {}
+    for violation in violations:
+        by_kind[violation["checker"]] = by_kind.get(violation["checker"], 0) + 1
+    return {
+        "runs": runs,
+        "violations": violations,
+        "violations_by_kind": by_kind,
+        "runs_per_second": round(runs / elapsed, 2) if elapsed > 0 else None,
+        "simulated_seconds": round(sum(r.sim_ms for r in results) / 1000, 1),
+        "wall_seconds": round(elapsed, 2),
+        "coverage": {
+            path: round(sum(r.coverage[path] for r in results) / runs, 3) if runs else 0.0
+            for path in COVERAGE_PATHS
+        },
+        "share_n4": round(sum(r.n == 4 for r in results) / runs, 3) if runs else 0.0,
+        "min_operations": min((r.operations for r in results), default=0),
+    }
+
+
+# ------------------------------------------------------------------------ shrink
+
+
+def shrink(plan: SimPlan, seed: int, checker: str, budget: int = 60) -> SimPlan:
+    """A smaller plan that still fails ``checker``: greedy removal of faults, requests
+    and schedule, keeping each step that still fails."""
+    runs = 0
+
+    def fails(candidate: SimPlan) -> bool:
+        nonlocal runs
+        runs += 1
+        try:
+            result = run_plan(candidate, seed)
+        except Exception:  # a candidate the simulator cannot run is no reproducer
+            return False
+        return any(v.checker == checker for v in result.violations)
+
+    improved = True
+    while improved and runs < budget:
+        improved = False
+        for candidate in _smaller(plan):
+            if runs >= budget:
+                break
+            if fails(candidate):
+                plan = candidate
+                improved = True
+                break
+    return plan
+
+
+def _smaller(plan: SimPlan) -> Iterable[SimPlan]:
+    for i in range(len(plan.traitors)):
+        yield attrs.evolve(plan, traitors=plan.traitors[:i] + plan.traitors[i + 1 :])
+    if plan.twin is not None:
+        yield attrs.evolve(plan, twin=None)
+    for i in range(len(plan.network)):
+        yield attrs.evolve(plan, network=plan.network[:i] + plan.network[i + 1 :])
+    for i in range(len(plan.crashes)):
+        yield attrs.evolve(plan, crashes=plan.crashes[:i] + plan.crashes[i + 1 :])
+    if plan.byzantine_clients:
+        yield attrs.evolve(plan, byzantine_clients=())
+    if sum(len(ops) for ops in plan.workload) > 2:
+        yield attrs.evolve(
+            plan, workload=tuple(ops[: max(1, len(ops) // 2)] for ops in plan.workload)
+        )
+    if plan.stabilization_ms > 500:
+        yield attrs.evolve(plan, stabilization_ms=plan.stabilization_ms // 2)
+
+
+def describe_plan(plan: SimPlan) -> dict[str, Any]:
+    """A JSON-ready description of a plan (for violation reports)."""
+    return {
+        "n": plan.n,
+        "f": plan.f,
+        "clients": plan.clients,
+        "operations": sum(len(ops) for ops in plan.workload),
+        "stabilization_ms": plan.stabilization_ms,
+        "traitors": [
+            {"replica": t.replica, "behaviour": t.behaviour, **dict(t.params),
+             **{k: (sorted(v) if isinstance(v, frozenset) else v)
+                for k, v in attrs.asdict(t.trigger).items() if v not in (None, frozenset())}}
+            for t in plan.traitors
+        ],
+        "twin": None if plan.twin is None else {"replica": plan.twin.replica,
+                                                 "routes": plan.twin.routes},
+        "network": [dict(rule) for rule in plan.network],
+        "crashes": [attrs.asdict(c) for c in plan.crashes],
+    }  # fmt: skip
+
+
+def draw_canary_plan(seed: int) -> SimPlan:
+    """More traitors than f (two in a 4-replica cluster): the checkers must catch the
+    safety violation this allows in a good share of seeds, or they prove nothing.
+
+    The recipe of scripts/scenarios/f-plus-one-breaks-safety.toml: both traitors talk
+    only to each other and one honest replica while the first requests commit, the
+    primary then stops proposing, both hide their certificates from the view change,
+    and the other honest replica builds the new view without them.
+    """
+    rng = random.Random(seed)
+    accomplice = rng.choice([2, 3])
+    witness = 5 - accomplice  # the honest replica the traitors commit with
+    stop = rng.randint(3, 8)
+    params = attrs.evolve(draw_plan(seed, 1).params, checkpoint_interval=64, log_window=128)
+    lie = (("what", "view-change"),)
+    split = frozenset({accomplice, witness})
+    pre_prepares = frozenset({"PRE-PREPARE"})
+    traitors = (
+        TraitorPlan(0, "selective", Trigger(until_view=1, targets=split)),
+        TraitorPlan(0, "stall", Trigger(from_seq=stop, until_view=1, types=pre_prepares)),
+        TraitorPlan(0, "lie", Trigger(), lie),
+        TraitorPlan(
+            accomplice, "selective", Trigger(until_view=1, targets=frozenset({0, witness}))
+        ),
+        TraitorPlan(accomplice, "lie", Trigger(), lie),
+    )
+    clients = 2
+    return SimPlan(
+        f=1, n=4, clients=clients, params=params,
+        workload=random_workload(rng, clients, rng.randint(20, 30), keys=3),
+        traitors=traitors,
+        network=({"kind": "loss", "links": [[witness, 1]], "rate": 1.0},),
+        stabilization_ms=0, liveness_bound_ms=8_000,
+    )  # fmt: skip

@@ -1,0 +1,319 @@
+"""Running a :class:`~faults.scenario.Scenario` on a real Trio cluster over loopback TCP.
+
+Theory of operation
+-------------------
+Everything runs in one Trio process: a throw-away cluster folder
+(:func:`pbft.runtime.files.init_cluster` with free loopback ports), one
+:class:`~pbft.runtime.node.ReplicaNode` per replica and one
+:class:`~pbft.runtime.client.RemoteClient` per client, all talking real TCP.
+
+* Every node gets the scenario's ``[[network]]`` rules
+  (:class:`faults.network.NetworkFaults`, seeded ``seed * 1000 + id``) and one
+  clock origin, so ``at_ms`` means the same instant for every replica: the
+  moment the replicas start.
+* A traitor is an honest node whose ``replica`` is swapped for a
+  :class:`faults.base.Traitor` wrapping it: the node only steps it and reads
+  its attributes, which the traitor passes through. ``crash`` with
+  ``restart_ms`` rebuilds a fresh honest replica from the traitor's journal.
+* Byzantine clients are remote clients whose core is wrapped by
+  :class:`faults.clients.ByzantineClient`; they run beside the workload, with
+  short timeouts, and stop when the honest clients are done.
+* The workload is planned before anything runs, from ``random.Random(seed)``:
+  each honest client runs its share of the operations one after another,
+  recording invoke and return times on the run's clock; an operation that
+  times out is recorded as never returned and the client goes on.
+* After the workload (or ``duration_limit_s``), the replicas get a moment to
+  settle (honest ones to reach the same sequence number); then each replica's
+  executed history (from its SQLite journal), final view, state digest and
+  evidence are read, and the cluster is cancelled.
+
+Trio's scheduler is randomized on purpose, so a run on the real cluster is
+repeatable in its plan (operations, traitors' and network's random choices)
+but not instant by instant; expectations must hold for every seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from faults import workload as planning
+from faults.base import Traitor
+from faults.clients import ByzantineClient
+from faults.network import NetworkFaults
+from faults.report import Report, build_report
+from faults.scenario import Scenario
+from pbft.replica import Replica
+from pbft.runtime.client import NoQuorum, RemoteClient
+from pbft.runtime.eventlog import EventLog
+from pbft.runtime.files import ClusterFiles, free_loopback_ports, init_cluster
+from pbft.runtime.node import ReplicaNode
+from pbft.runtime.storage import read_history
+
+#: Clients retransmit to every replica after this long without f+1 replies.
+RETRANSMIT_TICKS = 300
+#: How long the cluster may take to connect before the run is abandoned.
+CONNECT_TIMEOUT_S = 15.0
+#: After the workload: wait at most this long for the honest replicas to line up.
+SETTLE_S = 1.5
+#: A Byzantine client gives up on each of its requests after this long.
+BYZANTINE_TIMEOUT_S = 2.0
+VIEW_POLL_S = 0.02
+#: Free ports are found before they are bound; another process may take one in between.
+START_ATTEMPTS = 3
+
+
+class ScenarioRunError(RuntimeError):
+    """The cluster could not be started or did not connect; the message says why."""
+
+
+def run_scenario(
+    scenario: Scenario, seed: int | None = None, workdir: Path | None = None
+) -> Report:
+    """Run ``scenario`` in a fresh Trio loop; ``seed`` overrides the file's."""
+    return trio.run(run_scenario_async, scenario, seed, workdir)
+
+
+async def run_scenario_async(
+    scenario: Scenario, seed: int | None = None, workdir: Path | None = None
+) -> Report:
+    """Run ``scenario`` in the running Trio loop.
+
+    The cluster folder, databases and replica logs live in a temporary
+    directory, or in ``workdir`` (kept afterwards, for a post-mortem).
+    """
+    seed = scenario.seed if seed is None else seed
+    with _folder(workdir) as folder, contextlib.ExitStack() as logs:
+        attempt = 1
+        while True:
+            run = _Run(scenario, seed, folder / f"attempt-{attempt}", logs)
+            try:
+                return await run.run()
+            except ExceptionGroup as group:
+                port_taken = group.subgroup(OSError) is not None and not run.listening
+                if not port_taken or attempt == START_ATTEMPTS:
+                    raise
+            attempt += 1
+
+
+@contextlib.contextmanager
+def _folder(workdir: Path | None) -> Iterator[Path]:
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
+        return
+    with tempfile.TemporaryDirectory(prefix="pbft-scenario-") as folder:
+        yield Path(folder)
+
+
+class _Run:
+    """One run of one scenario: builds the cluster, drives the clients, gathers the results."""
+
+    def __init__(
+        self, scenario: Scenario, seed: int, folder: Path, logs: contextlib.ExitStack
+    ) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.folder = folder
+        self.logs = logs
+        self.files: ClusterFiles = init_cluster(
+            folder / "cluster",
+            scenario.f,
+            n=scenario.n,
+            clients=scenario.total_clients,
+            ports=free_loopback_ports(scenario.n),
+            protocol=scenario.protocol_settings(),
+            force=True,
+        )
+        self.honest = [i for i in range(scenario.n) if i not in scenario.traitor_ids]
+        self.origin = 0.0
+        self.nodes: list[ReplicaNode] = []
+        self.operations: list[dict[str, Any]] = []
+        self.views_seen: set[int] = {0}
+        #: Every replica bound its port: a later OSError is not a port taken meanwhile.
+        self.listening = False
+
+    def now_ms(self) -> float:
+        return round((trio.current_time() - self.origin) * 1000, 2)
+
+    async def run(self) -> Report:
+        scenario = self.scenario
+        self.origin = trio.current_time()
+        self.nodes = [self._node(i) for i in range(scenario.n)]
+        connected = False
+        async with trio.open_nursery() as nursery:
+            for node in self.nodes:
+                await nursery.start(node.run)
+            self.listening = True
+            clients = {c: self._client(c) for c in range(scenario.total_clients)}
+            for client in clients.values():
+                await nursery.start(client.run)
+            connected = await self._connected(list(clients.values()))
+            if connected:
+                nursery.start_soon(self._watch_views)
+                with trio.move_on_at(self.origin + scenario.duration_limit_s):
+                    await self._workload(clients)
+                await self._settle()
+                replicas, evidence = self._collect()
+                elapsed = trio.current_time() - self.origin
+            nursery.cancel_scope.cancel()
+        if not connected:
+            raise ScenarioRunError(
+                f"the replicas and clients did not all connect within {CONNECT_TIMEOUT_S:g} s"
+            )
+        return build_report(
+            scenario, self.seed, replicas, self.operations, self.views_seen, evidence, elapsed
+        )
+
+    # ----------------------------------------------------------------- building
+
+    def _node(self, replica_id: int) -> ReplicaNode:
+        scenario = self.scenario
+        faults = None
+        if scenario.network:
+            faults = NetworkFaults.from_rules(
+                list(scenario.network), seed=self.seed * 1000 + replica_id
+            )
+        node = ReplicaNode(
+            self.files,
+            replica_id,
+            self.folder / f"data-{replica_id}",
+            log=EventLog(f"replica {replica_id}", stream=self._log(f"replica-{replica_id}.log")),
+            network_faults=faults,
+            clock_origin=self.origin,
+        )
+        behaviours = scenario.behaviours_of(replica_id)
+        if behaviours:
+            files = self.files
+
+            def rebuild() -> Replica:
+                return Replica(replica_id, files.config, node.signer, files.params)
+
+            node.replica = Traitor(  # type: ignore[assignment]
+                node.replica,
+                behaviours,
+                seed=self.seed * 1000 + 500 + replica_id,
+                clock=node.now_ms,
+                rebuild=rebuild,
+            )
+        return node
+
+    def _log(self, name: str) -> TextIO:
+        return self.logs.enter_context(open(self.folder / name, "w", encoding="utf-8"))
+
+    def _client(self, client_id: int) -> RemoteClient:
+        client = RemoteClient(self.files, client_id, retransmit_ticks=RETRANSMIT_TICKS)
+        for spec in self.scenario.byzantine_clients:
+            if spec.client == client_id:
+                client.core = ByzantineClient(client.core, spec.mode)  # type: ignore[assignment]
+        return client
+
+    async def _connected(self, clients: list[RemoteClient]) -> bool:
+        """Wait until every client reaches every replica, and every replica every peer."""
+        with trio.move_on_after(CONNECT_TIMEOUT_S):
+            while not all(
+                connection.connected
+                for client in clients
+                for connection in client.connections.values()
+            ) or not all(
+                link.statistics().connected for node in self.nodes for link in node.links.values()
+            ):
+                await trio.sleep(0.01)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ running
+
+    async def _workload(self, clients: dict[int, RemoteClient]) -> None:
+        scenario = self.scenario
+        plan = planning.plan(scenario.workload, scenario.honest_clients, self.seed)
+        async with trio.open_nursery() as everyone:
+            for spec in scenario.byzantine_clients:
+                everyone.start_soon(self._byzantine_client, clients[spec.client], spec.requests)
+            async with trio.open_nursery() as honest:
+                for client_id, operations in plan.items():
+                    honest.start_soon(
+                        self._honest_client, clients[client_id], operations, False,
+                        scenario.workload.timeout_s,
+                    )  # fmt: skip
+            everyone.cancel_scope.cancel()
+
+    async def _byzantine_client(self, client: RemoteClient, requests: int) -> None:
+        operations = [planning.byzantine_put(client.id, i) for i in range(requests)]
+        timeout = min(BYZANTINE_TIMEOUT_S, self.scenario.workload.timeout_s)
+        await self._honest_client(client, operations, True, timeout)
+
+    async def _honest_client(
+        self,
+        client: RemoteClient,
+        operations: list[planning.PlannedOperation],
+        byzantine: bool,
+        timeout: float,
+    ) -> None:
+        """Run operations one after another; a timed-out one is recorded as never returned."""
+        for planned in operations:
+            record: dict[str, Any] = {
+                "client": client.id,
+                "op": planned.op,
+                "key": planned.key,
+                "value": planned.value,
+                "invoke_ms": self.now_ms(),
+                "return_ms": None,
+                "result": None,
+                "byzantine": byzantine,
+            }
+            self.operations.append(record)
+            try:
+                result = await client.execute(planned.encode(), timeout=timeout)
+            except NoQuorum:
+                continue
+            record["return_ms"] = self.now_ms()
+            record["result"] = planning.decode(result)
+
+    async def _watch_views(self) -> None:
+        while True:
+            self.views_seen.update(self.nodes[i].replica.view for i in self.honest)
+            await trio.sleep(VIEW_POLL_S)
+
+    async def _settle(self) -> None:
+        """Give the honest replicas a moment to execute what committed, up to SETTLE_S."""
+        with trio.move_on_after(SETTLE_S):
+            await trio.sleep(0.2)
+            while len({self.nodes[i].replica.last_executed for i in self.honest}) > 1:
+                await trio.sleep(0.05)
+
+    # ---------------------------------------------------------------- gathering
+
+    def _collect(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        replicas = []
+        evidence: list[dict[str, Any]] = []
+        traitors = {spec.replica: [] for spec in self.scenario.traitors}  # type: ignore[var-annotated]
+        for spec in self.scenario.traitors:
+            traitors[spec.replica].append(spec.describe())
+        for node in self.nodes:
+            replica = node.replica
+            history = read_history(node.data_dir / "replica.db")
+            replicas.append(
+                {
+                    "id": node.id,
+                    "honest": node.id not in traitors,
+                    "behaviours": traitors.get(node.id, []),
+                    "view": replica.view,
+                    "last_executed": replica.last_executed,
+                    "executed": [
+                        {"seq": seq, "view": view, "digest": digest.hex()}
+                        for seq, view, digest in history
+                    ],
+                    "state_digest": replica.state_digest().hex(),
+                }
+            )
+            if node.id in traitors:
+                continue
+            for proof in getattr(replica, "evidence", {}).values():
+                evidence.append({**proof.summary(), "reported_by": node.id})
+        return replicas, evidence

@@ -1,0 +1,413 @@
+"""The deterministic simulator: the unchanged protocol core on simulated time.
+
+A :class:`SimPlan` describes a whole run: cluster size, protocol parameters,
+traitors (behaviours and triggers from :mod:`faults.behaviours`), an optional
+Twins pair (two nodes sharing one replica's key, each talking to a different
+part of the network), Byzantine clients, network faults (:mod:`faults.network`),
+crashes and restarts of honest replicas (recovered from an in-memory journal),
+the workload, and the *stabilization time* after which the network is
+reliable and timely (no more faults) so that liveness can be checked.
+
+:func:`simulate` runs a plan on :class:`pbft.simnet.Network`: one seeded
+``random.Random``, one heap of timed events, virtual milliseconds. Every
+random choice (in the network, the traitors, the fault model) derives from
+the run's seed, so the same plan and seed give a byte-identical event trace
+(:attr:`SimOutcome.trace_hash`). The outcome carries the raw material of a
+run report (replicas' executions, stable checkpoints, clients' histories) for
+the checkers in :mod:`faults.checkers`, and which rare protocol paths the run
+reached (:data:`COVERAGE_PATHS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from faults.base import Traitor, Trigger
+from faults.behaviours import make_behaviour
+from faults.clients import ByzantineClient
+from faults.network import NetworkFaults
+from pbft import service as kv
+from pbft.config import ProtocolParams
+from pbft.crypto import KEYED_HASH
+from pbft.events import (
+    CheckpointStable,
+    EquivocationDetected,
+    NewViewEntered,
+    StateTransferred,
+)
+from pbft.journal import MemoryJournal
+from pbft.replica import Replica
+from pbft.simnet import Address, SimCluster, make_cluster
+
+#: The rare paths the explorer counts (the share of runs that reached each).
+COVERAGE_PATHS = (
+    "view_change",
+    "new_view_reissues_prepared",
+    "null_request",
+    "stable_checkpoint",
+    "outside_watermarks",
+    "equivocation_detected",
+    "state_transfer",
+)
+
+
+#: Small windows and quick timeouts: short runs still reach checkpoints and view changes.
+SIM_PARAMS = ProtocolParams(
+    checkpoint_interval=4,
+    log_window=8,
+    batch_size=4,
+    view_change_timeout_ticks=300,
+    state_transfer_timeout_ticks=200,
+)
+
+
+@attrs.frozen
+class TraitorPlan:
+    replica: int
+    behaviour: str
+    trigger: Trigger = attrs.field(factory=Trigger)
+    params: tuple[tuple[str, Any], ...] = ()
+
+
+@attrs.frozen
+class CrashPlan:
+    """An honest replica crashes at ``at_ms`` and restarts from its journal at ``restart_ms``."""
+
+    replica: int
+    at_ms: int
+    restart_ms: int
+
+
+@attrs.frozen
+class TwinPlan:
+    """Replica ``replica`` has a twin. In phase i (``phase_ms`` long each), peer j talks
+    to the copy ``routes[i][j]`` ("replica", "twin" or "both"), clients with even ids to
+    the replica and odd ids to the twin; after the last phase the twin falls silent."""
+
+    replica: int
+    routes: tuple[tuple[str, ...], ...]
+    phase_ms: int
+
+
+@attrs.frozen
+class SimPlan:
+    f: int
+    n: int
+    clients: int
+    #: Per client, the operations it runs in order (already encoded).
+    workload: tuple[tuple[bytes, ...], ...]
+    params: ProtocolParams = attrs.field(factory=lambda: SIM_PARAMS)
+    traitors: tuple[TraitorPlan, ...] = ()
+    byzantine_clients: tuple[tuple[int, str], ...] = ()
+    network: tuple[Mapping[str, Any], ...] = ()
+    crashes: tuple[CrashPlan, ...] = ()
+    twin: TwinPlan | None = None
+    stabilization_ms: int = 0
+    liveness_bound_ms: int = 20_000
+    retransmit_ms: int = 300
+
+    @property
+    def faulty(self) -> set[int]:
+        """Replicas that are not honest (traitors and the twinned identity)."""
+        ids = {plan.replica for plan in self.traitors}
+        if self.twin is not None:
+            ids.add(self.twin.replica)
+        return ids
+
+
+@attrs.define
+class SimOutcome:
+    replicas: list[dict[str, Any]]
+    operations: list[dict[str, Any]]
+    views_seen: list[int]
+    evidence: list[dict[str, Any]]
+    coverage: dict[str, bool]
+    trace_hash: str
+    sim_ms: int
+    stabilization_ms: int
+    liveness_bound_ms: int
+
+
+def simulate(
+    plan: SimPlan,
+    seed: int,
+    trace: Callable[[str], None] | None = None,
+    max_ms: int | None = None,
+) -> SimOutcome:
+    """Run ``plan`` deterministically from ``seed``; ``trace`` receives one line per event."""
+    cluster = make_cluster(
+        f=plan.f, n=plan.n, clients=plan.clients, seed=seed, params=plan.params,
+        scheme=KEYED_HASH, retransmit_timeout_ticks=plan.retransmit_ms,
+    )  # fmt: skip
+    network = cluster.network
+    rules = [dict(rule) for rule in plan.network]
+    if rules:
+        fault_model = NetworkFaults.from_rules(rules, seed)
+        fault_model.validate(plan.n)
+        network.fault_model = fault_model
+    journals = _install_journals(cluster)
+    _install_traitors(cluster, plan, seed)
+    _install_twin(cluster, plan, seed)
+    for client, mode in plan.byzantine_clients:
+        network.replace(("client", client), ByzantineClient(cluster.clients[client], mode))
+    if trace is not None:
+        _install_trace(cluster, trace)
+    for crash in plan.crashes:
+        _schedule_crash(cluster, crash, journals)
+    for client, operations in enumerate(plan.workload):
+        if operations:
+            network.submit(client, operations)
+    byzantine = {client for client, _ in plan.byzantine_clients}
+    deadline = max_ms or (plan.stabilization_ms + plan.liveness_bound_ms)
+
+    def honest_done() -> bool:
+        return all(
+            op.return_tick is not None for op in network.operations if op.client not in byzantine
+        ) and all(not queue for c, queue in network._workload.items() if c not in byzantine)
+
+    network.run_until(honest_done, deadline)
+    finished = network.now
+    network.run(1_000)  # let every replica settle
+    return _outcome(cluster, plan, byzantine, finished)
+
+
+# ------------------------------------------------------------------ installation
+
+
+def _install_journals(cluster: SimCluster) -> dict[int, MemoryJournal]:
+    journals = {replica: MemoryJournal() for replica in cluster.replicas}
+    previous = cluster.network.on_step
+
+    def record(address: Address, effects: list[Any]) -> None:
+        if address[0] == "replica":
+            node = cluster.network.nodes[address]
+            if isinstance(node, Replica):
+                journals[address[1]].record(node, effects)
+        if previous is not None:
+            previous(address, effects)
+
+    cluster.network.on_step = record
+    return journals
+
+
+def _rebuilder(cluster: SimCluster, replica_id: int) -> Callable[[], Replica]:
+    def rebuild() -> Replica:
+        return Replica(
+            replica_id, cluster.config, cluster.replica_signers[replica_id], cluster.params
+        )
+
+    return rebuild
+
+
+def _install_traitors(cluster: SimCluster, plan: SimPlan, seed: int) -> None:
+    network = cluster.network
+    by_replica: dict[int, list[TraitorPlan]] = {}
+    for traitor in plan.traitors:
+        by_replica.setdefault(traitor.replica, []).append(traitor)
+    for replica_id, plans in sorted(by_replica.items()):
+        behaviours = [make_behaviour(p.behaviour, p.trigger, **dict(p.params)) for p in plans]
+        traitor = Traitor(
+            cluster.replicas[replica_id], behaviours, seed=seed * 1009 + replica_id,
+            clock=lambda: network.now, rebuild=_rebuilder(cluster, replica_id),
+        )  # fmt: skip
+        network.replace(("replica", replica_id), traitor)
+
+
+def _install_twin(cluster: SimCluster, plan: SimPlan, seed: int) -> None:
+    twin = plan.twin
+    if twin is None:
+        return
+    network = cluster.network
+    copy = Replica(twin.replica, cluster.config, cluster.replica_signers[twin.replica], plan.params)
+    network.nodes[("twin", twin.replica)] = copy
+    silent_after = twin.phase_ms * len(twin.routes)
+
+    def route(now: int, peer: Address, replica: int) -> str:
+        if now >= silent_after:
+            return "replica"
+        if peer[0] != "replica":
+            # Clients split between the copies, so the twins see different requests
+            # and diverge (identical inputs would make identical twins).
+            return "replica" if peer[1] % 2 == 0 else "twin"
+        return twin.routes[min(now // twin.phase_ms, len(twin.routes) - 1)][peer[1]]
+
+    network.twin_route = route
+
+
+def _schedule_crash(
+    cluster: SimCluster, crash: CrashPlan, journals: dict[int, MemoryJournal]
+) -> None:
+    """Crash and restart through the network's own clock (a timer of a watcher node)."""
+    network = cluster.network
+    address: Address = ("replica", crash.replica)
+
+    class Watcher:
+        def step(self, event: Any) -> list[Any]:
+            if event.name == "crash":
+                network.crash(address)
+                return []
+            fresh = _rebuilder(cluster, crash.replica)()
+            effects = fresh.recover(journals[crash.replica].load())
+            journals[crash.replica].record(fresh, effects)
+            cluster.replicas[crash.replica] = fresh
+            network.replace(address, fresh, effects)
+            return []
+
+    watcher: Address = ("watcher", crash.replica)
+    network.nodes[watcher] = Watcher()
+    from pbft.events import SetTimer
+
+    network._apply(watcher, SetTimer("crash", crash.at_ms))
+    network._apply(watcher, SetTimer("restart", crash.restart_ms))
+
+
+def _install_trace(cluster: SimCluster, trace: Callable[[str], None]) -> None:
+    previous = cluster.network.on_step
+    network = cluster.network
+
+    def record(address: Address, effects: list[Any]) -> None:
+        for effect in effects:
+            trace(f"{network.now} {address[0]}-{address[1]} {_describe(effect)}")
+        if previous is not None:
+            previous(address, effects)
+
+    network.on_step = record
+
+
+def _describe(effect: Any) -> str:
+    message = getattr(effect, "message", None)
+    if message is not None and hasattr(message, "message"):
+        inner = message.message
+        fields = [
+            f"{k}={v}"
+            for k in ("view", "new_view", "seq")
+            if (v := getattr(inner, k, None)) is not None
+        ]
+        to = getattr(effect, "replicas", None) or getattr(effect, "client", "")
+        return f"{type(effect).__name__} {inner.TYPE} {' '.join(fields)} to={to}"
+    return repr(effect)
+
+
+# ------------------------------------------------------------------------ outcome
+
+
+def _outcome(cluster: SimCluster, plan: SimPlan, byzantine: set[int], now: int) -> SimOutcome:
+    network = cluster.network
+    faulty = plan.faulty
+    notices = network.notices
+    checkpoints: dict[int, list[dict[str, Any]]] = {r: [] for r in cluster.replicas}
+    coverage = dict.fromkeys(COVERAGE_PATHS, False)
+    evidence = []
+    for _, address, notice in notices:
+        kind = type(notice)
+        honest = address[0] == "replica" and address[1] not in faulty
+        if kind is NewViewEntered and honest:
+            coverage["view_change"] = True
+            coverage["new_view_reissues_prepared"] |= notice.reissued > 0
+            coverage["null_request"] |= notice.null_requests > 0
+        elif kind is CheckpointStable and honest:
+            coverage["stable_checkpoint"] = True
+            checkpoints[address[1]].append({"seq": notice.seq, "digest": notice.state_digest.hex()})
+        elif kind is StateTransferred and honest:
+            coverage["state_transfer"] = True
+        elif kind is EquivocationDetected and honest:
+            coverage["equivocation_detected"] = True
+            evidence.append({**notice.evidence.summary(), "reported_by": address[1]})
+    replicas = []
+    for replica_id in sorted(cluster.replicas):
+        node = network.nodes[("replica", replica_id)]
+        honest = replica_id not in faulty
+        if honest and node.counters.dropped_for("outside-watermarks"):
+            coverage["outside_watermarks"] = True
+        replicas.append(
+            {
+                "id": replica_id,
+                "honest": honest,
+                "view": node.view,
+                "last_executed": node.last_executed,
+                "executed": [
+                    {
+                        "seq": e.seq,
+                        "view": e.view,
+                        "digest": e.digest.hex(),
+                        "requests": [list(r) for r in e.requests],
+                    }
+                    for e in network.executed[replica_id]
+                ],
+                "checkpoints": checkpoints[replica_id],
+                "state_digest": node.state_digest().hex(),
+            }
+        )
+    operations = [_operation(op, op.client in byzantine) for op in network.operations]
+    views = sorted({r["view"] for r in replicas if r["honest"]})
+    trace_hash = hashlib.sha256(network.trace_hash.encode()).hexdigest()
+    return SimOutcome(
+        replicas, operations, views, evidence, coverage, trace_hash, now,
+        plan.stabilization_ms, plan.liveness_bound_ms,
+    )  # fmt: skip
+
+
+def _entry(executed: Any) -> dict[str, Any]:
+    return {
+        "seq": executed.seq,
+        "view": executed.view,
+        "digest": executed.digest.hex(),
+        "requests": [list(request) for request in executed.requests],
+    }
+
+
+def _operation(op: Any, byzantine: bool) -> dict[str, Any]:
+    try:
+        name, args = kv.decode_operation(op.operation)
+    except ValueError:
+        name, args = "invalid", [""]
+    value: Any = None
+    if name == "put":
+        value = args[1]
+    elif name == "cas":
+        value = [args[1], args[2]]
+    result = kv.decode_result(op.result) if op.result is not None else None
+    return {
+        "client": op.client,
+        "op": name,
+        "key": args[0],
+        "value": value,
+        "timestamp": op.timestamp,
+        "invoke_ms": op.invoke_tick,
+        "return_ms": op.return_tick,
+        "result": None if isinstance(result, kv.OperationError) else result,
+        "byzantine": byzantine,
+    }
+
+
+def random_workload(
+    rng: random.Random, clients: int, operations: int, keys: int
+) -> tuple[tuple[bytes, ...], ...]:
+    """``operations`` key-value operations spread over ``clients``, mixed like a scenario's."""
+    plans: list[list[bytes]] = [[] for _ in range(clients)]
+    written: dict[str, list[str]] = {}
+    for number in range(operations):
+        key = f"key-{rng.randrange(keys)}"
+        op = rng.choices(("put", "get", "cas", "delete"), (0.5, 0.3, 0.15, 0.05))[0]
+        if op == "put":
+            value = f"v{number}"
+            written.setdefault(key, []).append(value)
+            encoded = kv.put(key, value)
+        elif op == "get":
+            encoded = kv.get(key)
+        elif op == "delete":
+            encoded = kv.delete(key)
+        else:
+            expected = rng.choice([None, *written.get(key, [])[-2:]])
+            encoded = kv.cas(key, expected, f"v{number}")
+        plans[number % clients].append(encoded)
+    return tuple(tuple(plan) for plan in plans)
+
+
+def sequence(values: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(values)
