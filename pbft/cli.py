@@ -410,11 +410,13 @@ def _add_scenario_parser(commands: Any) -> None:
     run = actions.add_parser(
         "run", help="run FILE on a real cluster; exit 0 exactly when its expectations hold"
     )
-    run.add_argument(
-        "file", type=Path, metavar="FILE", help="a scenario file (see docs/faults.md)"
-    )
+    run.add_argument("file", type=Path, metavar="FILE", help="a scenario file (see docs/faults.md)")
     run.add_argument("--json", action="store_true", help="print the whole report as JSON")
     run.add_argument("--seed", type=int, help="use this seed instead of the file's")
+    run.add_argument(
+        "--sim", action="store_true",
+        help="run on the deterministic simulator (simulated time) instead of a real cluster",
+    )  # fmt: skip
     run.add_argument(
         "--keep", type=Path, metavar="DIR", help="run in DIR and keep its databases and logs"
     )
@@ -441,6 +443,12 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         return 0
     from faults.runner import ScenarioRunError
 
+    if args.sim:
+        from faults.scenario_sim import run_scenario_sim
+
+        report = run_scenario_sim(scenario, args.seed)
+        print(json.dumps(report) if args.json else format_report(report))
+        return 0 if report["passed"] else 1
     try:
         report = run_scenario(scenario, args.seed, args.keep)
     except ScenarioRunError as error:

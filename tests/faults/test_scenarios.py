@@ -4,6 +4,7 @@ report says what each replica executed and what each client saw."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -88,7 +89,7 @@ async def test_the_report_says_what_replicas_executed_and_clients_saw() -> None:
     # One clock for the whole run: each client's operations follow one another.
     for client in (0, 1):
         mine = [op for op in honest_operations if op["client"] == client]
-        assert all(a["return_ms"] <= b["invoke_ms"] for a, b in zip(mine, mine[1:], strict=False))
+        assert all(a["return_ms"] <= b["invoke_ms"] for a, b in itertools.pairwise(mine))
     json.dumps(report)  # JSON-ready as it is
 
 
@@ -97,9 +98,7 @@ def test_pbft_scenario_run_exits_0_exactly_when_the_expectations_hold(
 ) -> None:
     """No traitor, and a view change expected: the run is fine, the expectation is not."""
     wrong = tmp_path / "wrong.toml"
-    wrong.write_text(
-        "f = 1\n[workload]\nrequests = 6\n[expect]\nlive = true\nview_change = true\n"
-    )
+    wrong.write_text("f = 1\n[workload]\nrequests = 6\n[expect]\nlive = true\nview_change = true\n")
     assert main(["scenario", "run", str(wrong), "--seed", "4", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["seed"] == 4 and report["safe"] and report["live"]

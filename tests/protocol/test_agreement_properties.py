@@ -7,7 +7,7 @@ sequence number, and once the network heals every request completes.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pbft.config import ProtocolParams
@@ -33,6 +33,11 @@ schedules = st.fixed_dictionaries(
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(schedule=schedules)
+# Pinned: a replica that lost the last COMMITs never caught up (commit certificates fix it).
+@example(
+    schedule={"seed": 66068, "drop": 0.08984375, "duplicate": 0.0546875, "max_delay": 9,
+              "isolated": set(), "crash_primary_at": None, "batch_size": 1}
+)  # fmt: skip
 def test_honest_replicas_agree_under_any_schedule(schedule: dict) -> None:
     params = ProtocolParams(
         batch_size=schedule["batch_size"],
