@@ -166,9 +166,9 @@ def simulate(
     deadline = max_ms or (plan.stabilization_ms + plan.liveness_bound_ms)
 
     def honest_done() -> bool:
-        return all(
-            op.return_tick is not None for op in network.operations if op.client not in byzantine
-        ) and all(not queue for c, queue in network._workload.items() if c not in byzantine)
+        return all(client in byzantine for client in network._open) and all(
+            not queue for client, queue in network._workload.items() if client not in byzantine
+        )
 
     network.run_until(honest_done, deadline)
     finished = network.now

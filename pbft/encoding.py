@@ -120,11 +120,13 @@ def _fields_from_wire(cls: Any, value: list[Any], offset: int, where: str, max_b
     schema = cls.SCHEMA
     if len(value) - offset != len(schema):
         raise DecodeError(f"{where}: expected {len(schema)} fields, got {len(value) - offset}")
-    fields = {
-        name: _from_wire(kind, value[offset + index], f"{where}.{name}", max_bytes)
-        for index, (name, kind) in enumerate(schema)
-    }
-    return cls(**fields)
+    # SCHEMA lists the fields in the class's own order (a unit test checks it).
+    return cls(
+        *[
+            _from_wire(kind, value[offset + index], f"{where}.{name}", max_bytes)
+            for index, (name, kind) in enumerate(schema)
+        ]
+    )
 
 
 def _signed_from_wire(value: Any, where: str, max_bytes: int) -> Signed[Any]:

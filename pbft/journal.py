@@ -112,34 +112,34 @@ class MemoryJournal:
     """A journal kept in memory: survives a replica object, not a process."""
 
     def __init__(self) -> None:
-        self.state = DurableState()
+        self._view = 0
+        self._view_active = True
+        self._stable: tuple[int, bytes, tuple[Signed[Checkpoint], ...]] = (0, b"", ())
+        self._snapshot: tuple[int, bytes | None] = (0, None)
         self._sent: dict[bytes, Signed[Any]] = {}
         self._certificates: dict[int, PreparedCertificate] = {}
         self._committed: dict[int, Signed[PrePrepare]] = {}
 
     def record(self, replica: Replica, effects: list[Effect]) -> None:
-        state = self.state
-        update = changes(replica, effects, state.stable_seq, state.snapshot_seq)
+        update = changes(replica, effects, self._stable[0], self._snapshot[0])
         for signed in update.sent:
             self._sent.setdefault(signed.payload, signed)
         for certificate in update.certificates:
             self._certificates[certificate.seq] = certificate
         for signed in update.committed:
             self._committed[signed.message.seq] = signed
-        evolved: dict[str, Any] = {"view": update.view, "view_active": update.view_active}
         if update.stable is not None:
-            seq, digest, proof = update.stable
-            evolved.update(stable_seq=seq, stable_digest=digest, stable_proof=proof)
-            self._discard_up_to(seq)
+            self._stable = update.stable
+            self._discard_up_to(update.stable[0])
         if update.snapshot is not None:
-            evolved.update(snapshot_seq=update.snapshot[0], snapshot=update.snapshot[1])
-        if update.view != state.view:
+            self._snapshot = update.snapshot
+        if update.view != self._view:
             self._sent = {
                 key: signed
                 for key, signed in self._sent.items()
                 if not is_stale_view_message(signed.message, update.view)
             }
-        self.state = attrs.evolve(state, **evolved)
+        self._view, self._view_active = update.view, update.view_active
 
     def _discard_up_to(self, seq: int) -> None:
         self._sent = {
@@ -151,8 +151,15 @@ class MemoryJournal:
         self._committed = {n: c for n, c in self._committed.items() if n > seq}
 
     def load(self) -> DurableState:
-        return attrs.evolve(
-            self.state,
+        stable_seq, stable_digest, stable_proof = self._stable
+        return DurableState(
+            view=self._view,
+            view_active=self._view_active,
+            stable_seq=stable_seq,
+            stable_digest=stable_digest,
+            stable_proof=stable_proof,
+            snapshot_seq=self._snapshot[0],
+            snapshot=self._snapshot[1],
             sent=tuple(self._sent.values()),
             certificates=tuple(self._certificates.values()),
             committed=tuple(self._committed[n] for n in sorted(self._committed)),

@@ -763,3 +763,13 @@ def test_property_batch_digest_equal_iff_same_request_payloads(first, second):
     """Two batches have one digest exactly when they hold the same requests in the same order."""
     same = [r.payload for r in first] == [r.payload for r in second]
     assert (batch_digest(first) == batch_digest(second)) == same
+
+
+def test_schema_lists_fields_in_the_class_order() -> None:
+    """Decoding builds messages positionally, so SCHEMA must follow the attrs field order."""
+    import attrs
+
+    from pbft.messages import MESSAGE_TYPES, PreparedCertificate
+
+    for cls in (*MESSAGE_TYPES, PreparedCertificate):
+        assert [a.name for a in attrs.fields(cls)] == [name for name, _ in cls.SCHEMA], cls
