@@ -41,6 +41,7 @@ from pbft.events import (
 from pbft.messages import (
     Checkpoint,
     Commit,
+    NewView,
     Prepare,
     PreparedCertificate,
     PrePrepare,
@@ -90,12 +91,13 @@ class Equivocate(Behaviour):
 
 class Lie(Behaviour):
     """Say false things with a valid signature. ``what``: digest, checkpoint, result,
-    view-change (hide certificates) or invent (claim certificates that do not exist);
+    view-change (hide certificates), invent (claim certificates that do not exist) or
+    new-view (as new primary, re-issue a null request where V demands a request);
     ``all`` (the default) lies in every way at once."""
 
     name = "lie"
     PARAMS: ClassVar = {"what": (str, "all")}
-    CHOICES = ("all", "digest", "checkpoint", "result", "view-change", "invent")
+    CHOICES = ("all", "digest", "checkpoint", "result", "view-change", "invent", "new-view")
 
     def __init__(self, trigger: Trigger | None = None, **params: Any) -> None:
         super().__init__(trigger, **params)
@@ -120,9 +122,25 @@ class Lie(Behaviour):
             lie = attrs.evolve(message, prepared=())
         elif kind is ViewChange and self.what == "invent":
             lie = attrs.evolve(message, prepared=(*message.prepared, self._invented(traitor)))
+        elif kind is NewView and self._lies_about("new-view"):
+            lie = self._drop_a_request(traitor, message)
+            if lie is None:
+                return [effect]
         else:
             return [effect]
         return [attrs.evolve(effect, message=traitor.sign(lie))]
+
+    @staticmethod
+    def _drop_a_request(traitor: Traitor, new_view: NewView) -> NewView | None:
+        """A NEW-VIEW whose O replaces the first re-issued request by a null request:
+        O no longer follows from V, which honest backups must notice (§4.4)."""
+        pre_prepares = list(new_view.pre_prepares)
+        for index, signed in enumerate(pre_prepares):
+            if signed.message.batch:
+                null = attrs.evolve(signed.message, batch=(), digest=batch_digest(()))
+                pre_prepares[index] = traitor.sign(null)
+                return attrs.evolve(new_view, pre_prepares=tuple(pre_prepares))
+        return None
 
     @staticmethod
     def _invented(traitor: Traitor) -> PreparedCertificate:

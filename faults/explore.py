@@ -41,7 +41,7 @@ from faults.sim import (
     simulate,
 )
 
-LIES = ["all", "digest", "checkpoint", "result", "view-change", "invent"]
+LIES = ["all", "digest", "checkpoint", "result", "view-change", "invent", "new-view"]
 #: Behaviour parameters that make each behaviour bite in a short run.
 _PARAMS: dict[str, Callable[[random.Random], dict[str, Any]]] = {
     "stall": lambda rng: {"ms": rng.choice([None, 200, 800])},
@@ -89,6 +89,11 @@ def draw_plan(seed: int, f: int | None = None) -> SimPlan:
         # orders requests its own way; peers hearing both catch it.
         if twin is None and rng.random() < (0.3 if replica in (0, 1) else 0.1):
             twin = _draw_twin(rng, replica, n)
+            continue
+        if replica == 1 and rng.random() < 0.4:
+            # The primary of view 1 forging its NEW-VIEW: backups must recompute O.
+            lie = (("what", "new-view"),)
+            traitors.append(TraitorPlan(1, "lie", Trigger(), lie))
             continue
         if replica == 0 and rng.random() < 0.9:
             # A primary that stops the normal case: most runs need a view change.

@@ -110,24 +110,15 @@ def certificate_is_valid(
         return False
     if not low_watermark < pre_prepare.seq <= low_watermark + params.log_window:
         return False
-    if pre_prepare.sender != config.primary(pre_prepare.view):
+    if not _pre_prepare_is_valid(auth, config, params, certificate.pre_prepare):
         return False
-    if auth.verify(certificate.pre_prepare) is not None:
-        return False
-    if pre_prepare_is_well_formed(auth, params, pre_prepare) is not None:
-        return False
-    key = (pre_prepare.view, pre_prepare.seq, pre_prepare.digest)
-    senders: set[int] = set()
-    for signed in certificate.prepares:
-        prepare = signed.message
-        if (prepare.view, prepare.seq, prepare.digest) != key:
-            return False
-        if prepare.sender == pre_prepare.sender or prepare.sender in senders:
-            return False
-        if auth.verify(signed) is not None:
-            return False
-        senders.add(prepare.sender)
-    return len(senders) >= config.quorum - 1
+    voters = _distinct_matching_voters(auth, pre_prepare, certificate.prepares)
+    # The primary's PRE-PREPARE is its vote: a PREPARE of its own does not count.
+    return (
+        voters is not None
+        and pre_prepare.sender not in voters
+        and (len(voters) >= config.quorum - 1)
+    )
 
 
 def commit_certificate_is_valid(
@@ -135,23 +126,42 @@ def commit_certificate_is_valid(
 ) -> bool:
     """Is ``certificate`` a PRE-PREPARE from the primary of its view with a quorum of
     matching COMMITs from distinct replicas (committed-local somewhere, §4.2)?"""
-    pre_prepare = certificate.pre_prepare.message
+    if not _pre_prepare_is_valid(auth, config, params, certificate.pre_prepare):
+        return False
+    voters = _distinct_matching_voters(auth, certificate.pre_prepare.message, certificate.commits)
+    return voters is not None and len(voters) >= config.quorum
+
+
+def _pre_prepare_is_valid(
+    auth: Authenticator, config: ClusterConfig, params: ProtocolParams, signed: Signed[Any]
+) -> bool:
+    """Signed by the primary of its view, and well formed."""
+    pre_prepare = signed.message
     if pre_prepare.sender != config.primary(pre_prepare.view):
         return False
-    if auth.verify(certificate.pre_prepare) is not None:
+    if auth.verify(signed) is not None:
         return False
-    if pre_prepare_is_well_formed(auth, params, pre_prepare) is not None:
-        return False
+    return pre_prepare_is_well_formed(auth, params, pre_prepare) is None
+
+
+def _distinct_matching_voters(
+    auth: Authenticator, pre_prepare: PrePrepare, votes: tuple[Signed[Any], ...]
+) -> set[int] | None:
+    """The senders of ``votes`` (PREPAREs or COMMITs), or None if any vote is for another
+    (view, seq, digest), comes twice from one sender, or is not validly signed.
+
+    Quorums count distinct signers, never messages.
+    """
     key = (pre_prepare.view, pre_prepare.seq, pre_prepare.digest)
     senders: set[int] = set()
-    for signed in certificate.commits:
-        commit = signed.message
-        if (commit.view, commit.seq, commit.digest) != key or commit.sender in senders:
-            return False
+    for signed in votes:
+        vote = signed.message
+        if (vote.view, vote.seq, vote.digest) != key or vote.sender in senders:
+            return None
         if auth.verify(signed) is not None:
-            return False
-        senders.add(commit.sender)
-    return len(senders) >= config.quorum
+            return None
+        senders.add(vote.sender)
+    return senders
 
 
 @attrs.frozen(slots=True)
