@@ -73,15 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     client = commands.add_parser("client", help="run one operation through a cluster")
     client.add_argument("directory", type=Path, metavar="DIR")
-    client.add_argument(
-        "--client",
-        type=int,
-        default=0,
-        dest="client_id",
-        help="which configured client identity to use",
-    )
-    client.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for f+1")
-    client.add_argument("--json", action="store_true", help="print one JSON object")
+    # The options work before or after the operation (pbft client DIR get KEY --json).
+    _add_client_options(client, with_defaults=True)
     operations = client.add_subparsers(dest="operation", required=True, metavar="OPERATION")
     put = operations.add_parser("put", help="set KEY to VALUE")
     put.add_argument("key")
@@ -95,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     cas.add_argument("expected", help="expected value ('' with --absent)")
     cas.add_argument("new")
     cas.add_argument("--absent", action="store_true", help="expect the key to be absent")
+    for operation in (put, get, delete, cas):
+        _add_client_options(operation, with_defaults=False)
 
     demo = commands.add_parser(
         "demo", help="throw-away cluster of 3f+1 processes, a workload, a safety verdict"
@@ -121,6 +116,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_explore_parser(commands)
     return parser
+
+
+def _add_client_options(parser: argparse.ArgumentParser, with_defaults: bool) -> None:
+    """--client, --timeout, --json; on the operation's parser they must not reset values
+    given before the operation, so there they have no defaults."""
+
+    def default(value: Any) -> Any:
+        return value if with_defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--client",
+        type=int,
+        default=default(0),
+        dest="client_id",
+        help="which configured client identity to use",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=default(10.0),
+        help="seconds to wait for f+1 matching replies",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print one JSON object"
+    )
 
 
 def _add_traitor_option(parser: argparse.ArgumentParser) -> None:

@@ -115,7 +115,7 @@ def test_the_client_command_reads_and_writes_across_invocations(cluster: LocalCl
 
     assert pbft("put", "colour", "blue").returncode == 0
     assert pbft("--client", "2", "put", "colour", "green").returncode == 0
-    got = pbft("--json", "get", "colour")
+    got = pbft("get", "colour", "--json")  # options also after the operation
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["result"] == "green"
     assert pbft("delete", "colour").stdout.strip() == "True"
