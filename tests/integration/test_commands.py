@@ -153,3 +153,21 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_demo_with_a_mute_primary_changes_view_and_stays_safe() -> None:
+    """--traitor makes a replica a traitor from outside; the honest ones replace it."""
+    result = pbft("demo", "--json", "--requests", "30", "--clients", "2",
+                  "--traitor", "0:mute:from_seq=5")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["committed"] == 30 and summary["safe"] and summary["live"]
+    assert summary["traitors"] == [0]
+    assert max(summary["views"]) >= 1
+
+
+def test_a_bad_traitor_spec_is_refused_in_one_line() -> None:
+    result = pbft("demo", "--traitor", "9:mute")
+    assert result.returncode == 2 and "replica 9 does not exist" in result.stderr
+    result = pbft("demo", "--traitor", "0:sulk")
+    assert result.returncode == 2 and "unknown behaviour 'sulk'" in result.stderr
