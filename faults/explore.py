@@ -187,6 +187,7 @@ def run_plan(plan: SimPlan, seed: int, trace: Callable[[str], None] | None = Non
     violations = check_run(
         outcome.replicas, outcome.operations, outcome.stabilization_ms, outcome.liveness_bound_ms
     )
+    violations += [Violation("invariant", text) for text in outcome.invariant_violations]
     return SeedResult(
         seed, plan.n, tuple(violations), outcome.coverage, outcome.sim_ms,
         time.perf_counter() - started, outcome.trace_hash,

@@ -30,6 +30,7 @@ import attrs
 from faults.base import Traitor, Trigger
 from faults.behaviours import make_behaviour
 from faults.clients import ByzantineClient
+from faults.invariants import StepInvariants
 from faults.network import NetworkFaults
 from pbft import service as kv
 from pbft.config import ProtocolParams
@@ -131,6 +132,8 @@ class SimOutcome:
     sim_ms: int
     stabilization_ms: int
     liveness_bound_ms: int
+    #: Invariants broken during the run, checked after every step (faults.invariants).
+    invariant_violations: list[str] = attrs.field(factory=list)
 
 
 def simulate(
@@ -151,6 +154,8 @@ def simulate(
         fault_model.validate(plan.n)
         network.fault_model = fault_model
     journals = _install_journals(cluster)
+    watcher = StepInvariants(plan.faulty, plan.params.log_window)
+    _install_invariants(cluster, watcher)
     _install_traitors(cluster, plan, seed)
     _install_twin(cluster, plan, seed)
     for client, mode in plan.byzantine_clients:
@@ -173,7 +178,9 @@ def simulate(
     network.run_until(honest_done, deadline)
     finished = network.now
     network.run(1_000)  # let every replica settle
-    return _outcome(cluster, plan, byzantine, finished)
+    outcome = _outcome(cluster, plan, byzantine, finished)
+    outcome.invariant_violations = watcher.violations
+    return outcome
 
 
 # ------------------------------------------------------------------ installation
@@ -264,6 +271,19 @@ def _schedule_crash(
 
     network._apply(watcher, SetTimer("crash", crash.at_ms))
     network._apply(watcher, SetTimer("restart", crash.restart_ms))
+
+
+def _install_invariants(cluster: SimCluster, watcher: StepInvariants) -> None:
+    previous = cluster.network.on_step
+    nodes = cluster.network.nodes
+
+    def check(address: Address, effects: list[Any]) -> None:
+        if address[0] == "replica":
+            watcher.after_step(address[1], nodes[address], effects)
+        if previous is not None:
+            previous(address, effects)
+
+    cluster.network.on_step = check
 
 
 def _install_trace(cluster: SimCluster, trace: Callable[[str], None]) -> None:

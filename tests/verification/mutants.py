@@ -371,8 +371,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "a backup accepts a PRE-PREPARE whose n is not in (h, h+L]",
         "§4.2",
         _replica("_on_pre_prepare", _pre_prepare_ignoring_watermarks),
-        gap="breaks none of the four checked properties: the watermarks bound the log, so "
-        "it takes a primary that proposes n > h+L plus a check that every log stays in (h, h+L]",
     ),
     Mutant(
         "second-pre-prepare-accepted",
@@ -388,10 +386,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "PREPAREs and COMMITs of an earlier view count toward the current view's quorums",
         "§4.2",
         _replica("_view_gate", _view_gate_ignoring_old_views),
-        gap="old-view votes count only for the same digest and O is recomputed, so it needs a "
-        "second view change in which the only certificate for a committed request is the "
-        "mixed-view one it builds (PREPAREs of v held past the change to v+1, holders of "
-        "valid certificates cut off during the change to v+2)",
     ),
     Mutant(
         "execute-out-of-order",

@@ -1,0 +1,69 @@
+"""Invariants checked after every step of every honest replica (TigerBeetle's habit).
+
+The end-of-run checkers see only what was executed; these see the protocol's
+state as it evolves, so a wrong rule shows up as soon as it takes effect, even
+in a run whose executions happen to agree:
+
+* **window**: every slot a replica keeps lies within its watermarks (h, h+L]
+  (§4.2); a replica that accepted a message outside them breaks it at once;
+* **one view per slot**: every PRE-PREPARE, PREPARE and COMMIT in a slot is of
+  the replica's current view (slots are per view; §4.2, §4.4);
+* **committed stays committed**: once an honest replica has a batch
+  committed-local at sequence number n, no honest replica ever prepares another
+  batch at n, in any later view (the heart of the safety proof, §4.5.1: 2f+1
+  replicas prepared it, and every NEW-VIEW quorum contains one of them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pbft.events import Committed, Prepared
+
+
+class StepInvariants:
+    def __init__(self, faulty: set[int], log_window: int, limit: int = 5) -> None:
+        self.faulty = faulty
+        self.log_window = log_window
+        self.limit = limit
+        self.violations: list[str] = []
+        self._committed: dict[int, tuple[int, bytes]] = {}
+
+    def _report(self, text: str) -> None:
+        if len(self.violations) < self.limit:
+            self.violations.append(text)
+
+    def after_step(self, replica_id: int, node: Any, effects: list[Any]) -> None:
+        if replica_id in self.faulty:
+            return
+        replica = getattr(node, "replica", node)
+        low = replica.low_watermark
+        for seq, slot in replica.slots.items():
+            if not low < seq <= low + self.log_window:
+                self._report(
+                    f"window: replica {replica_id} keeps seq {seq} outside ({low}, "
+                    f"{low + self.log_window}]"
+                )
+            votes = [slot.pre_prepare, *slot.prepares.values(), *slot.commits.values()]
+            for vote in votes:
+                if vote is not None and vote.message.view != replica.view:
+                    self._report(
+                        f"one view per slot: replica {replica_id} in view {replica.view} "
+                        f"counts a {vote.message.TYPE} of view {vote.message.view} at seq {seq}"
+                    )
+                    break
+        for effect in effects:
+            kind = type(effect)
+            if kind is Committed:
+                message = effect.pre_prepare.message
+                self._committed.setdefault(message.seq, (replica_id, message.digest))
+            elif kind is Prepared:
+                certificate = effect.certificate
+                digest = certificate.pre_prepare.message.digest
+                known = self._committed.get(certificate.seq)
+                if known is not None and known[1] != digest:
+                    self._report(
+                        f"committed stays committed: seq {certificate.seq} committed at "
+                        f"replica {known[0]} as {known[1].hex()[:16]}, prepared at replica "
+                        f"{replica_id} in view {certificate.view} as {digest.hex()[:16]}"
+                    )
