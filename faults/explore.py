@@ -207,6 +207,31 @@ def replay_command(seed: int, f: int | None) -> str:
     return f"pbft explore --replay {seed}" + ("" if f is None else f" --f {f}")
 
 
+def run_all(
+    function: Callable[[Any], Any],
+    arguments: list[Any],
+    jobs: int,
+    progress: Callable[[Any], None] | None = None,
+    chunksize: int = 4,
+) -> list[Any]:
+    """``function`` over ``arguments``, in ``jobs`` forked processes (patches applied by
+    a test, such as a mutant, are inherited); results in completion order."""
+    results: list[Any] = []
+    if jobs > 1 and len(arguments) > 1:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(jobs) as pool:
+            for result in pool.imap_unordered(function, arguments, chunksize=chunksize):
+                results.append(result)
+                if progress is not None:
+                    progress(result)
+    else:
+        for argument in arguments:
+            results.append(function(argument))
+            if progress is not None:
+                progress(results[-1])
+    return results
+
+
 def explore(
     seeds: Iterable[int],
     f: int | None = None,
@@ -214,23 +239,9 @@ def explore(
     progress: Callable[[SeedResult], None] | None = None,
 ) -> dict[str, Any]:
     """Run and check every seed; return the summary (see the module docstring)."""
-    seeds = list(seeds)
     started = time.perf_counter()
-    results: list[SeedResult] = []
     arguments = [(seed, f) for seed in seeds]
-    if jobs > 1 and len(seeds) > 1:
-        context = multiprocessing.get_context("fork")
-        with context.Pool(jobs) as pool:
-            for result in pool.imap_unordered(_run_seed_args, arguments, chunksize=4):
-                results.append(result)
-                if progress is not None:
-                    progress(result)
-    else:
-        for argument in arguments:
-            result = _run_seed_args(argument)
-            results.append(result)
-            if progress is not None:
-                progress(result)
+    results = run_all(_run_seed_args, arguments, jobs, progress, chunksize=4)
     elapsed = time.perf_counter() - started
     results.sort(key=lambda result: result.seed)
     return summarize(results, elapsed, f)

@@ -37,7 +37,6 @@ phase of 600 ms therefore covers view 0, and the next phase the view after it.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,7 +44,7 @@ from typing import Any
 
 import attrs
 
-from faults.explore import SeedResult, run_plan
+from faults.explore import SeedResult, run_all, run_plan
 from faults.sim import COVERAGE_PATHS, SimPlan, TwinPlan, random_workload
 
 #: Which copy of the twinned replica a peer talks to in one phase.
@@ -236,19 +235,14 @@ def check_all(
     indices = select(n, views, limit, sample, seed)
     arguments = [(n, views, index, seed) for index in indices]
     started = time.perf_counter()
-    results: list[_Result] = []
-    if jobs > 1 and len(arguments) > 1:
-        context = multiprocessing.get_context("fork")
-        with context.Pool(jobs) as pool:
-            for result in pool.imap_unordered(_run_index, arguments, chunksize=8):
-                results.append(result)
-                if progress is not None:
-                    progress(len(results))
-    else:
-        for argument in arguments:
-            results.append(_run_index(argument))
-            if progress is not None:
-                progress(len(results))
+    done = [0]
+
+    def count(_: _Result) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0])
+
+    results: list[_Result] = run_all(_run_index, arguments, jobs, count, chunksize=8)
     elapsed = time.perf_counter() - started
     results.sort(key=lambda result: result.index)
     return summarize(
