@@ -20,12 +20,16 @@ from pbft.encoding import DecodeError, decode_signed, encode_message, encode_sig
 from pbft.events import (
     CancelTimer,
     CheckpointStable,
+    Committed,
     Completed,
     Dropped,
+    EquivocationDetected,
     Executed,
     Invoke,
     NewViewEntered,
+    Prepared,
     Receive,
+    SendBytes,
     SendToClient,
     SendToReplicas,
     SetTimer,
@@ -33,9 +37,13 @@ from pbft.events import (
     TimerFired,
     ViewChangeStarted,
 )
+from pbft.evidence import Evidence, verify_evidence
+from pbft.journal import MemoryJournal
 from pbft.messages import (
     Checkpoint,
     Commit,
+    CommitCertificate,
+    FetchCommitted,
     FetchState,
     NewView,
     Prepare,
@@ -48,6 +56,7 @@ from pbft.messages import (
     ViewChange,
 )
 from pbft.replica import Replica
+from pbft.replica_recovery import DurableState
 from pbft.service import KeyValueStore, Service
 
 __all__ = [
@@ -59,22 +68,30 @@ __all__ = [
     "ClientBusy",
     "ClusterConfig",
     "Commit",
+    "CommitCertificate",
+    "Committed",
     "Completed",
     "ConfigError",
     "DecodeError",
     "Dropped",
+    "DurableState",
     "Ed25519Signer",
     "Ed25519Verifier",
+    "EquivocationDetected",
+    "Evidence",
     "Executed",
+    "FetchCommitted",
     "FetchState",
     "Invoke",
     "KeyValueStore",
     "KeyedHashSigner",
     "KeyedHashVerifier",
+    "MemoryJournal",
     "NewView",
     "NewViewEntered",
     "PrePrepare",
     "Prepare",
+    "Prepared",
     "PreparedCertificate",
     "ProtocolParams",
     "Receive",
@@ -82,6 +99,7 @@ __all__ = [
     "Replica",
     "Reply",
     "Request",
+    "SendBytes",
     "SendToClient",
     "SendToReplicas",
     "Service",
@@ -97,4 +115,5 @@ __all__ = [
     "decode_signed",
     "encode_message",
     "encode_signed",
+    "verify_evidence",
 ]

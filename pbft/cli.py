@@ -22,6 +22,7 @@ examples:
   pbft cluster ./c                           run every replica of ./c here, with a live table
   pbft client ./c put colour blue            one operation through the cluster
   pbft scenario run scripts/scenarios/stall.toml   a scripted fault experiment and its verdict
+  pbft explore --seeds 200 --jobs 2          seeded simulations with random faults, checked
 """
 
 
