@@ -203,12 +203,7 @@ def _install_journals(cluster: SimCluster) -> dict[int, MemoryJournal]:
 
 
 def _rebuilder(cluster: SimCluster, replica_id: int) -> Callable[[], Replica]:
-    def rebuild() -> Replica:
-        return Replica(
-            replica_id, cluster.config, cluster.replica_signers[replica_id], cluster.params
-        )
-
-    return rebuild
+    return lambda: cluster.fresh_replica(replica_id)
 
 
 def _install_traitors(cluster: SimCluster, plan: SimPlan, seed: int) -> None:
@@ -230,7 +225,7 @@ def _install_twin(cluster: SimCluster, plan: SimPlan, seed: int) -> None:
     if twin is None:
         return
     network = cluster.network
-    copy = Replica(twin.replica, cluster.config, cluster.replica_signers[twin.replica], plan.params)
+    copy = cluster.fresh_replica(twin.replica)
     network.nodes[("twin", twin.replica)] = copy
     silent_after = twin.phase_ms * len(twin.routes)
 
@@ -258,11 +253,7 @@ def _schedule_crash(
             if event.name == "crash":
                 network.crash(address)
                 return []
-            fresh = _rebuilder(cluster, crash.replica)()
-            effects = fresh.recover(journals[crash.replica].load())
-            journals[crash.replica].record(fresh, effects)
-            cluster.replicas[crash.replica] = fresh
-            network.replace(address, fresh, effects)
+            cluster.restart(crash.replica, journals[crash.replica])
             return []
 
     watcher: Address = ("watcher", crash.replica)

@@ -364,6 +364,20 @@ class SimCluster:
     replica_signers: dict[int, Signer]
     client_signers: dict[int, Signer]
 
+    def fresh_replica(self, replica_id: int) -> Replica:
+        """A new, empty replica with ``replica_id``'s identity (to recover or to wrap)."""
+        return Replica(replica_id, self.config, self.replica_signers[replica_id], self.params)
+
+    def restart(self, replica_id: int, journal: Any) -> Replica:
+        """Crash-restart: a fresh replica recovered from ``journal`` (anything with
+        ``load()`` and ``record(replica, effects)``) takes the old one's place."""
+        fresh = self.fresh_replica(replica_id)
+        effects = fresh.recover(journal.load())
+        journal.record(fresh, effects)
+        self.replicas[replica_id] = fresh
+        self.network.replace(("replica", replica_id), fresh, effects)
+        return fresh
+
     def honest_histories(
         self, exclude: Iterable[int] = ()
     ) -> dict[int, list[tuple[int, int, bytes]]]:

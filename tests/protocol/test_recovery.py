@@ -26,12 +26,7 @@ def journaled(cluster: SimCluster) -> dict[int, MemoryJournal]:
 
 
 def restart(cluster: SimCluster, replica_id: int, journal: MemoryJournal) -> Replica:
-    fresh = Replica(replica_id, cluster.config, cluster.replica_signers[replica_id], cluster.params)
-    effects = fresh.recover(journal.load())
-    journal.record(fresh, effects)
-    cluster.replicas[replica_id] = fresh
-    cluster.network.replace(("replica", replica_id), fresh, effects)
-    return fresh
+    return cluster.restart(replica_id, journal)
 
 
 def test_a_restarted_backup_does_not_sign_a_conflicting_prepare() -> None:

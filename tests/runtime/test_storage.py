@@ -36,12 +36,7 @@ def restart(cluster: SimCluster, journals: dict[int, SqliteJournal], replica_id:
     old = journals[replica_id]
     old.close()
     journal = journals[replica_id] = SqliteJournal(old.path, cluster.config.cluster_id, replica_id)
-    fresh = Replica(replica_id, cluster.config, cluster.replica_signers[replica_id], cluster.params)
-    effects = fresh.recover(journal.load())
-    journal.record(fresh, effects)
-    cluster.replicas[replica_id] = fresh
-    cluster.network.replace(("replica", replica_id), fresh, effects)
-    return fresh
+    return cluster.restart(replica_id, journal)
 
 
 def test_restarted_backup_refuses_a_conflicting_pre_prepare(tmp_path: Path) -> None:
