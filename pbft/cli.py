@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check that the key in FILE is the replica's key in DIR/cluster.toml",
     )
     _add_scenario_parser(commands)
-    from faults.explore_cli import add_parser as add_explore_parser
+    from faults.verification.explore_cli import add_parser as add_explore_parser
 
     add_explore_parser(commands)
     return parser
@@ -155,7 +155,7 @@ def _add_traitor_option(parser: argparse.ArgumentParser) -> None:
 
 def _traitor_arguments(specs: list[str], n: int) -> dict[int, list[str]]:
     """Check ``ID:BEHAVIOUR[:...]`` specs; return each replica's ``pbft replica --traitor``s."""
-    from faults.spec import check_replica_ids, parse_traitor
+    from faults.traitors.spec import check_replica_ids, parse_traitor
 
     parsed = [parse_traitor(spec) for spec in specs]
     check_replica_ids(parsed, n)
@@ -208,7 +208,7 @@ def cmd_replica(args: argparse.Namespace) -> int:
     if args.traitor:
         # The composition root may wire a traitor around the honest core; the
         # core itself never imports ``faults``.
-        from faults.spec import check_replica_ids, parse_traitor, wrap
+        from faults.traitors.spec import check_replica_ids, parse_traitor, wrap
         from pbft.replica import Replica
 
         specs = [parse_traitor(text, replica=args.id) for text in args.traitor]
@@ -446,8 +446,8 @@ def _add_scenario_parser(commands: Any) -> None:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    from faults.report import format_report
-    from faults.scenario import ScenarioError, load_scenario, run_scenario
+    from faults.scenarios.document import ScenarioError, load_scenario, run_scenario
+    from faults.scenarios.report import format_report
 
     try:
         scenario = load_scenario(args.file)
@@ -462,10 +462,10 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             f"{scenario.workload.requests} requests"
         )
         return 0
-    from faults.runner import ScenarioRunError
+    from faults.scenarios.runner import ScenarioRunError
 
     if args.sim:
-        from faults.scenario_sim import run_scenario_sim
+        from faults.scenarios.simulated import run_scenario_sim
 
         report = run_scenario_sim(scenario, args.seed)
         print(json.dumps(report) if args.json else format_report(report))
@@ -480,7 +480,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    from faults.explore_cli import run
+    from faults.verification.explore_cli import run
 
     return run(args)
 

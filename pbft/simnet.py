@@ -15,7 +15,7 @@ range reorders messages), isolated replicas (nothing in or out), crashed nodes
 (deliveries and timers are discarded) and an ``intercept`` hook through which a
 test may drop or inspect any single message. A :class:`FaultModel` (the
 scenario's partitions, delays, loss, duplication and reordering, see
-``faults.network``) may take over the fate of messages between replicas.
+``faults.traitors.network``) may take over the fate of messages between replicas.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Node(Protocol):
 
 
 class FaultModel(Protocol):
-    """Faults between replicas decided per message (e.g. ``faults.network.NetworkFaults``).
+    """Faults between replicas decided per message (e.g. ``faults.traitors.network.NetworkFaults``).
 
     ``decide`` returns the extra delay in milliseconds of each copy to deliver:
     ``[]`` drops the message, ``[0]`` delivers it as usual.

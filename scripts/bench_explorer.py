@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from faults.base import Trigger
-from faults.sim import SimPlan, TraitorPlan, random_workload, simulate
+from faults.traitors.base import Trigger
+from faults.verification.sim import SimPlan, TraitorPlan, random_workload, simulate
 
 
 def standard_plan(faulty: bool) -> SimPlan:

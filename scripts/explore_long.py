@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from faults.explore import explore
+from faults.verification.explore import explore
 
 
 def main() -> None:

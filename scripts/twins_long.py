@@ -6,7 +6,8 @@ Usage::
     python scripts/twins_long.py --n 7 --views 3 --sample 20000 --jobs 8
     python scripts/twins_long.py --n 4 --views 2 --seed 0 --replay 1000   # one arrangement
 
-For n = 4 it runs the whole enumeration of :mod:`faults.twins` (4 twinned choices x 27^3
+For n = 4 it runs the whole enumeration of :mod:`faults.verification.twins`
+(4 twinned choices x 27^3
 partitions = 78,732 arrangements over 3 views; 2,187 over 2 views, the CI set); for n = 7
 the enumeration is far too big (1.6 million over 2 views, 1.5 billion over 3), so it runs
 ``--sample`` arrangements (default 10,000) drawn with a seeded rng.
@@ -34,7 +35,7 @@ from pathlib import Path
 # Run from a checkout without installing: the repository root holds faults/ and pbft/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from faults.twins import (
+from faults.verification.twins import (
     arrangement_at,
     check_all,
     enumeration_size,

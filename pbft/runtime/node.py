@@ -16,7 +16,7 @@ Theory of operation
   killed at any instant restarts from its database without contradicting
   what it sent (:meth:`Replica.recover <pbft.replica_recovery.RecoveryMixin.recover>`);
 * it writes a small ``status.json`` for ``pbft cluster`` and the tests;
-* given ``network_faults`` (see ``faults.network``), it asks them about every
+* given ``network_faults`` (see ``faults.traitors.network``), it asks them about every
   frame it sends to another replica, at :meth:`ReplicaNode.now_ms`, and drops,
   delays or duplicates the frame as told. Every node judges only what it
   sends, so a partition, applied by both sides, cuts both directions.
@@ -113,7 +113,8 @@ class ReplicaNode:
         self.status_path = self.data_dir / "status.json"
         #: Where each EquivocationDetected is written, for ``pbft verify-evidence``.
         self.evidence_dir = self.data_dir / "evidence"
-        #: Decides the fate of each frame to another replica (``faults.network``); None: none.
+        #: Decides the fate of each frame to another replica
+        #: (``faults.traitors.network``); None: none.
         self.network_faults = network_faults
         #: The Trio time at which this run's millisecond clock reads 0 (default: run() start).
         self.clock_origin = clock_origin

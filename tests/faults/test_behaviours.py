@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from faults.base import Traitor, Trigger
-from faults.behaviours import BEHAVIOURS, BehaviourError, make_behaviour
-from faults.clients import ByzantineClient
+from faults.traitors.base import Traitor, Trigger
+from faults.traitors.behaviours import BEHAVIOURS, BehaviourError, make_behaviour
+from faults.traitors.clients import ByzantineClient
 from pbft import service as kv
 from pbft.config import ProtocolParams
 from pbft.replica import Replica

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from faults.linearizability import Operation, check_history
+from faults.verification.linearizability import Operation, check_history
 
 
 def h(*entries: tuple) -> list[Operation]:  # type: ignore[type-arg]
@@ -162,7 +162,7 @@ def test_there_are_at_least_twenty_hand_made_violations() -> None:
 
 def test_sequential_histories_of_a_real_store_are_linearizable() -> None:
     """Random sequential runs of the key-value model are accepted, however long."""
-    from faults.linearizability import apply
+    from faults.verification.linearizability import apply
 
     rng = random.Random(5)
     state: dict[str, str | None] = {}

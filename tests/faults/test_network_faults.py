@@ -1,4 +1,5 @@
-"""Network faults (faults.network): the rules alone, then in the simulator and over real TCP.
+"""Network faults (faults.traitors.network): the rules alone, then in the simulator and over
+real TCP.
 
 The requirement: "partitions that heal at a given time, per-link delay and
 jitter, loss, duplication, reordering", for the in-memory network and the
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from faults.network import (
+from faults.traitors.network import (
     DEFAULT_REORDER_WINDOW_MS,
     NetworkFaultError,
     NetworkFaults,

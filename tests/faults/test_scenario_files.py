@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from faults.behaviours import BEHAVIOURS
-from faults.scenario import (
+from faults.scenarios.document import (
     SCENARIO_PROTOCOL,
     ScenarioError,
     load_scenario,
     parse_scenario,
 )
-from faults.workload import plan
+from faults.scenarios.workload import plan
+from faults.traitors.behaviours import BEHAVIOURS
 from pbft.cli import main
 
 SCENARIOS = Path(__file__).parents[2] / "scripts" / "scenarios"

@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from faults.report import format_report
-from faults.scenario import load_scenario, parse_scenario, run_scenario, run_scenario_async
+from faults.scenarios.document import (
+    load_scenario,
+    parse_scenario,
+    run_scenario,
+    run_scenario_async,
+)
+from faults.scenarios.report import format_report
 from pbft.cli import main
 
 SCENARIOS = Path(__file__).parents[2] / "scripts" / "scenarios"

@@ -50,3 +50,45 @@ def test_the_core_never_imports_faults() -> None:
         assert "faults" not in imported_modules(path), path
     for path in sorted((PACKAGE / "runtime").rglob("*.py")):
         assert "faults" not in imported_modules(path), path
+
+
+#: faults' folders, each allowed to import only those listed after it.
+FAULTS_LAYERS = {
+    "traitors": set(),
+    "verification": {"traitors"},
+    "scenarios": {"traitors", "verification"},
+}
+
+
+def _faults_imports(path: Path) -> set[str]:
+    """The faults sub-packages a module imports (``faults.X...`` -> X)."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[0] == "faults" and len(parts) > 1:
+                found.add(parts[1])
+            elif node.module == "faults":
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "faults" and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
+def test_faults_folders_depend_in_one_direction() -> None:
+    """traitors <- verification <- scenarios: no cycles between the folders, and no
+    module left in the flat top level."""
+    import faults
+
+    root = Path(faults.__file__).parent
+    assert sorted(p.name for p in root.glob("*.py")) == ["__init__.py"]
+    for layer, allowed in FAULTS_LAYERS.items():
+        modules = sorted((root / layer).rglob("*.py"))
+        assert modules, layer
+        for path in modules:
+            used = _faults_imports(path) - {layer}
+            assert used <= allowed, f"{path.relative_to(root)} imports faults.{sorted(used)}"

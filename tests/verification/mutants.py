@@ -15,7 +15,7 @@ holds the message handlers themselves, so patching a handler also swaps that
 table; :mod:`pbft.replica_view_change` imports ``compute_new_view`` and
 ``check_view_change`` by name, so those are patched there.
 
-:func:`run_guarded` runs one explorer seed (:func:`faults.explore.run_seed`)
+:func:`run_guarded` runs one explorer seed (:func:`faults.verification.explore.run_seed`)
 and reports which checkers it violated; an exception raised inside the
 simulation counts as a violation of the pseudo-checker ``"crash"``. A mutant
 is *killed* by the first seed with any violation (:func:`first_kill`). Patches
@@ -41,7 +41,7 @@ import attrs
 
 import pbft.certificates as certificates
 import pbft.replica_view_change as replica_view_change
-from faults.explore import run_seed
+from faults.verification.explore import run_seed
 from pbft.certificates import NewViewPlan, pre_prepare_is_well_formed
 from pbft.events import Committed, Prepared
 from pbft.messages import Commit, CommitCertificate, PreparedCertificate
@@ -378,7 +378,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "§4.2",
         _replica("_on_pre_prepare", _pre_prepare_latest_wins),
         gap="needs a twinned primary of view 1 whose two PRE-PREPAREs for one (v, n) reach a "
-        "backup that hears both copies, in the view-1 phase (faults.twins arrangements 842, "
+        "backup that hears both copies, in the view-1 phase (faults.verification.twins "
+        "arrangements 842, "
         "844, 979 for n = 4 kill it); the explorer rarely twins replica 1",
     ),
     Mutant(

@@ -18,7 +18,7 @@ import pytest
 
 import pbft.certificates as certificates
 import pbft.replica_view_change as replica_view_change
-from faults.explore import run_seed
+from faults.verification.explore import run_seed
 from pbft.replica import Replica
 from tests.verification.mutants import MUTANTS, Mutant, first_kill
 

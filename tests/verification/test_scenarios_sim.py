@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from faults.scenario import load_scenario
-from faults.scenario_sim import run_scenario_sim
+from faults.scenarios.document import load_scenario
+from faults.scenarios.simulated import run_scenario_sim
 
 SCENARIOS = sorted(Path(__file__).resolve().parents[2].glob("scripts/scenarios/*.toml"))
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from faults.checkers import check_agreement, check_liveness, check_validity
-from faults.explore import (
+from faults.verification.checkers import check_agreement, check_liveness, check_validity
+from faults.verification.explore import (
     draw_canary_plan,
     draw_plan,
     explore,
@@ -17,7 +17,7 @@ from faults.explore import (
     run_seed,
     shrink,
 )
-from faults.sim import COVERAGE_PATHS, simulate
+from faults.verification.sim import COVERAGE_PATHS, simulate
 
 #: Seeds in the CI run, and the share of runs each rare path must reach.
 CI_SEEDS = 2000

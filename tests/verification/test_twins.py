@@ -2,7 +2,7 @@
 two honest copies sharing one identity, with every (partition, leader) arrangement checked.
 
 The verification issue asks for the small case exhaustively (n = 4, one twinned replica,
-2 views) and a sample of n = 7; see :mod:`faults.twins` for the arrangements. The
+2 views) and a sample of n = 7; see :mod:`faults.verification.twins` for the arrangements. The
 exhaustive set runs once per test session (about a minute on 2 cores) and several tests
 read its summary.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from faults.sim import simulate
-from faults.twins import (
+from faults.verification.sim import simulate
+from faults.verification.twins import (
     ROUTES,
     arrangement_at,
     arrangements,

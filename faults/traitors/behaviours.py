@@ -1,4 +1,4 @@
-"""The traitors' repertoire: one :class:`~faults.base.Behaviour` per way of lying.
+"""The traitors' repertoire: one :class:`~faults.traitors.base.Behaviour` per way of lying.
 
 Each behaviour rewrites what an honest replica sends (and, for ``crash``, what
 it hears). Rewritten messages carry the traitor's own signature. Parameters
@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from faults.base import Behaviour, BehaviourError, Traitor, Trigger, first_half
+from faults.traitors.base import Behaviour, BehaviourError, Traitor, Trigger, first_half
 from pbft.events import (
     Effect,
     Event,

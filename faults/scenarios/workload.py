@@ -19,7 +19,7 @@ import attrs
 from pbft import service as kv
 
 if TYPE_CHECKING:
-    from faults.scenario import Workload
+    from faults.scenarios.document import Workload
 
 
 @attrs.frozen

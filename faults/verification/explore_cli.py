@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from faults.explore import (
+from faults.verification.explore import (
     SeedResult,
     describe_plan,
     draw_plan,

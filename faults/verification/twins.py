@@ -3,7 +3,7 @@
 A Twins scenario gives one replica a *twin*: a second node with the same
 identity and key, so that the pair can behave like one Byzantine replica that
 tells different parts of the network different stories, using only the
-honest code (see :class:`faults.sim.TwinPlan`). The paper enumerates, round by
+honest code (see :class:`faults.verification.sim.TwinPlan`). The paper enumerates, round by
 round, a leader and a partition of the nodes. Here a round is a view, and the
 primary of view v is replica v mod n, so the leader arrangement is decided by
 *which* replica is twinned: the primary of view 0, of view 1, ..., or one that
@@ -21,11 +21,11 @@ one that can catch the twins equivocating. For n = 4 and 2 views this gives
 enumerates them in a fixed order, and :func:`arrangement_at` decodes an index
 directly, so that a sample of a huge set (n = 7) needs no enumeration.
 
-Each arrangement becomes a :class:`~faults.sim.SimPlan` (:func:`twins_plan`):
+Each arrangement becomes a :class:`~faults.verification.sim.SimPlan` (:func:`twins_plan`):
 a small seeded workload (clients with even ids talk to the replica, odd ids to
 the twin, so the copies diverge), the twin silenced and the network healed at
 the end of the last phase (the stabilization time), and every checker of
-:mod:`faults.checkers` on the run (:func:`faults.explore.run_plan`).
+:mod:`faults.verification.checkers` on the run (:func:`faults.verification.explore.run_plan`).
 :func:`check_all` runs a whole set on several processes and summarises it.
 
 Why 600 ms phases: with the simulator's defaults a stalled view 0 ends when a
@@ -44,8 +44,8 @@ from typing import Any
 
 import attrs
 
-from faults.explore import SeedResult, run_all, run_plan
-from faults.sim import COVERAGE_PATHS, SimPlan, TwinPlan, random_workload
+from faults.verification.explore import SeedResult, run_all, run_plan
+from faults.verification.sim import COVERAGE_PATHS, SimPlan, TwinPlan, random_workload
 
 #: Which copy of the twinned replica a peer talks to in one phase.
 ROUTES = ("replica", "twin", "both")
@@ -230,7 +230,7 @@ def check_all(
     The summary: runs, violations (each with its arrangement, run seed and replay
     command), runs per second, and the shares of runs in which a view change happened
     and in which an honest replica detected equivocation, overall and per twinned
-    replica, with the coverage of every rare path of :data:`faults.sim.COVERAGE_PATHS`.
+    replica, with the coverage of every rare path of :data:`faults.verification.sim.COVERAGE_PATHS`.
     """
     indices = select(n, views, limit, sample, seed)
     arguments = [(n, views, index, seed) for index in indices]

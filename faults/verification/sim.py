@@ -1,9 +1,9 @@
 """The deterministic simulator: the unchanged protocol core on simulated time.
 
 A :class:`SimPlan` describes a whole run: cluster size, protocol parameters,
-traitors (behaviours and triggers from :mod:`faults.behaviours`), an optional
+traitors (behaviours and triggers from :mod:`faults.traitors.behaviours`), an optional
 Twins pair (two nodes sharing one replica's key, each talking to a different
-part of the network), Byzantine clients, network faults (:mod:`faults.network`),
+part of the network), Byzantine clients, network faults (:mod:`faults.traitors.network`),
 crashes and restarts of honest replicas (recovered from an in-memory journal),
 the workload, and the *stabilization time* after which the network is
 reliable and timely (no more faults) so that liveness can be checked.
@@ -14,7 +14,7 @@ random choice (in the network, the traitors, the fault model) derives from
 the run's seed, so the same plan and seed give a byte-identical event trace
 (:attr:`SimOutcome.trace_hash`). The outcome carries the raw material of a
 run report (replicas' executions, stable checkpoints, clients' histories) for
-the checkers in :mod:`faults.checkers`, and which rare protocol paths the run
+the checkers in :mod:`faults.verification.checkers`, and which rare protocol paths the run
 reached (:data:`COVERAGE_PATHS`).
 """
 
@@ -27,11 +27,11 @@ from typing import Any
 
 import attrs
 
-from faults.base import Traitor, Trigger
-from faults.behaviours import make_behaviour
-from faults.clients import ByzantineClient
-from faults.invariants import StepInvariants
-from faults.network import NetworkFaults
+from faults.traitors.base import Traitor, Trigger
+from faults.traitors.behaviours import make_behaviour
+from faults.traitors.clients import ByzantineClient
+from faults.traitors.network import NetworkFaults
+from faults.verification.invariants import StepInvariants
 from pbft import service as kv
 from pbft.config import ProtocolParams
 from pbft.crypto import KEYED_HASH
@@ -132,7 +132,7 @@ class SimOutcome:
     sim_ms: int
     stabilization_ms: int
     liveness_bound_ms: int
-    #: Invariants broken during the run, checked after every step (faults.invariants).
+    #: Invariants broken during the run, checked after every step (faults.verification.invariants).
     invariant_violations: list[str] = attrs.field(factory=list)
 
 

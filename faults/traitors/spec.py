@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
-from faults.base import Behaviour, BehaviourError, Traitor, Trigger, normalise_type
-from faults.behaviours import make_behaviour
+from faults.traitors.base import Behaviour, BehaviourError, Traitor, Trigger, normalise_type
+from faults.traitors.behaviours import make_behaviour
 from pbft.replica import Replica
 
 TRIGGER_KEYS = ("from_seq", "until_seq", "from_view", "until_view", "at_ms", "until_ms")

@@ -1,4 +1,4 @@
-"""Running a :class:`~faults.scenario.Scenario` on a real Trio cluster over loopback TCP.
+"""Running a :class:`~faults.scenarios.document.Scenario` on a real Trio cluster over loopback TCP.
 
 Theory of operation
 -------------------
@@ -8,15 +8,15 @@ Everything runs in one Trio process: a throw-away cluster folder
 :class:`~pbft.runtime.client.RemoteClient` per client, all talking real TCP.
 
 * Every node gets the scenario's ``[[network]]`` rules
-  (:class:`faults.network.NetworkFaults`, seeded ``seed * 1000 + id``) and one
+  (:class:`faults.traitors.network.NetworkFaults`, seeded ``seed * 1000 + id``) and one
   clock origin, so ``at_ms`` means the same instant for every replica: the
   moment the replicas start.
 * A traitor is an honest node whose ``replica`` is swapped for a
-  :class:`faults.base.Traitor` wrapping it: the node only steps it and reads
+  :class:`faults.traitors.base.Traitor` wrapping it: the node only steps it and reads
   its attributes, which the traitor passes through. ``crash`` with
   ``restart_ms`` rebuilds a fresh honest replica from the traitor's journal.
 * Byzantine clients are remote clients whose core is wrapped by
-  :class:`faults.clients.ByzantineClient`; they run beside the workload, with
+  :class:`faults.traitors.clients.ByzantineClient`; they run beside the workload, with
   short timeouts, and stop when the honest clients are done.
 * The workload is planned before anything runs, from ``random.Random(seed)``:
   each honest client runs its share of the operations one after another,
@@ -42,12 +42,12 @@ from typing import Any, TextIO
 
 import trio
 
-from faults import workload as planning
-from faults.base import Traitor
-from faults.clients import ByzantineClient
-from faults.network import NetworkFaults
-from faults.report import Report, build_report
-from faults.scenario import Scenario
+from faults.scenarios import workload as planning
+from faults.scenarios.document import Scenario
+from faults.scenarios.report import Report, build_report
+from faults.traitors.base import Traitor
+from faults.traitors.clients import ByzantineClient
+from faults.traitors.network import NetworkFaults
 from pbft.replica import Replica
 from pbft.runtime.client import NoQuorum, RemoteClient
 from pbft.runtime.eventlog import EventLog

@@ -6,10 +6,10 @@ A scenario says how big the cluster is (``f``, optionally ``n``), what the
 clients do (``[workload]``), who lies and how (``[[traitor]]``), what the
 network does over time (``[[network]]``), which clients misbehave
 (``[[byzantine_client]]``) and what must come out (``[expect]``). The file is
-read once, checked completely (:mod:`faults.scenario_parser`), and turned
+read once, checked completely (:mod:`faults.scenarios.parser`), and turned
 into a frozen :class:`Scenario`; :func:`run_scenario` runs it on a real Trio
-cluster over loopback TCP (:mod:`faults.runner`) and returns the report
-described in :mod:`faults.report`.
+cluster over loopback TCP (:mod:`faults.scenarios.runner`) and returns the report
+described in :mod:`faults.scenarios.report`.
 
 Everything a file can get wrong is refused before anything runs, with a
 :class:`ScenarioError` whose message starts with ``FILE:LINE:``. More than f
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from faults.base import Behaviour, Trigger
-from faults.behaviours import make_behaviour
+from faults.traitors.base import Behaviour, Trigger
+from faults.traitors.behaviours import make_behaviour
 
 if TYPE_CHECKING:
-    from faults.report import Report
+    from faults.scenarios.report import Report
 
 #: Protocol settings a scenario starts from (a ``[protocol]`` table overrides them):
 #: quick view changes and frequent checkpoints, so short runs exercise both.
@@ -81,7 +81,7 @@ class TraitorTable:
 
 @attrs.frozen
 class ByzantineClientSpec:
-    """One ``[[byzantine_client]]`` table (see :mod:`faults.clients`)."""
+    """One ``[[byzantine_client]]`` table (see :mod:`faults.traitors.clients`)."""
 
     client: int
     mode: str
@@ -159,7 +159,7 @@ def parse_scenario(text: str, filename: str = "<scenario>") -> Scenario:
         found = re.search(r"at line ([0-9]+)", str(error))
         line = found[1] if found else "1"
         raise ScenarioError(f"{filename}:{line}: not valid TOML: {error}") from None
-    from faults.scenario_parser import check_document
+    from faults.scenarios.parser import check_document
 
     return check_document(document, text, filename)
 
@@ -172,7 +172,7 @@ def run_scenario(
     ``seed`` replaces the file's; ``workdir`` keeps the cluster folder, the
     databases and the replicas' logs there (default: a temporary directory).
     """
-    from faults.runner import run_scenario as run
+    from faults.scenarios.runner import run_scenario as run
 
     return run(scenario, seed, workdir)
 
@@ -181,6 +181,6 @@ async def run_scenario_async(
     scenario: Scenario, seed: int | None = None, workdir: Path | None = None
 ) -> Report:
     """:func:`run_scenario` inside a running Trio loop."""
-    from faults.runner import run_scenario_async as run
+    from faults.scenarios.runner import run_scenario_async as run
 
     return await run(scenario, seed, workdir)

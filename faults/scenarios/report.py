@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pbft.runtime.demo import agreement, percentile
 
 if TYPE_CHECKING:
-    from faults.scenario import Scenario
+    from faults.scenarios.document import Scenario
 
 #: A report: a JSON-ready dict (see the module docstring).
 Report = dict[str, Any]

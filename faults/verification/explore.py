@@ -1,14 +1,14 @@
 """Randomized fault exploration: many seeded simulations, checked, counted, shrunk.
 
-Each seed draws a whole :class:`~faults.sim.SimPlan` (:func:`draw_plan`): the
+Each seed draws a whole :class:`~faults.verification.sim.SimPlan` (:func:`draw_plan`): the
 cluster size (n = 4 for 60% of seeds, n = 7 for the rest, unless ``f`` is
 fixed), up to f Byzantine replicas with behaviours and triggers from
-:mod:`faults.behaviours` (including Twins and ByzzFuzz-style mutation), loss,
+:mod:`faults.traitors.behaviours` (including Twins and ByzzFuzz-style mutation), loss,
 delay, duplication, reordering and partitions, crashes and restarts of honest
 replicas, all before a stabilization time after which the network is
 reliable and timely; the primary of view 0 is faulty in most runs, so that
 view changes are common. The run is simulated and every checker of
-:mod:`faults.checkers` runs on it.
+:mod:`faults.verification.checkers` runs on it.
 
 :func:`explore` runs seeds on all the cores asked for and returns a summary:
 runs, simulated seconds, runs per second, violations (seed, checker, detail,
@@ -28,10 +28,10 @@ from typing import Any
 
 import attrs
 
-from faults.base import Trigger
-from faults.behaviours import BEHAVIOURS
-from faults.checkers import Violation, check_run
-from faults.sim import (
+from faults.traitors.base import Trigger
+from faults.traitors.behaviours import BEHAVIOURS
+from faults.verification.checkers import Violation, check_run
+from faults.verification.sim import (
     COVERAGE_PATHS,
     CrashPlan,
     SimPlan,

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 :func:`check_document` walks the document ``tomllib`` read, table by table,
-and builds the :class:`~faults.scenario.Scenario`, refusing: unknown keys
+and builds the :class:`~faults.scenarios.document.Scenario`, refusing: unknown keys
 anywhere (in a ``[[traitor]]`` table the keys are the trigger's and that
 behaviour's ``PARAMS``); values of the wrong type; ``n < 3f+1``; replica and
 client ids that do not exist; unknown behaviours, parameters, message types,
@@ -13,7 +13,7 @@ nothing; and schedules that can never happen (``until_ms <= at_ms``,
 ``until_seq <= from_seq``, ``until_view <= from_view``, a start after
 ``duration_limit_s``).
 
-Every refusal is a :class:`~faults.scenario.ScenarioError` reading
+Every refusal is a :class:`~faults.scenarios.document.ScenarioError` reading
 ``FILE:LINE: problem``. ``tomllib`` keeps no positions, so :class:`_Locator`
 finds the line in the raw text: a key is addressed by its path
 (``("traitor", 2, "targets")``: the third ``[[traitor]]`` table's
@@ -32,11 +32,7 @@ from typing import Any, NoReturn
 
 import attrs
 
-from faults.base import BehaviourError, Trigger, normalise_type
-from faults.behaviours import BEHAVIOURS, make_behaviour
-from faults.clients import MODES as CLIENT_MODES
-from faults.network import NetworkFaultError, NetworkRule, rule_from_mapping
-from faults.scenario import (
+from faults.scenarios.document import (
     DEFAULT_DURATION_LIMIT_S,
     SCENARIO_PROTOCOL,
     TRIGGER_KEYS,
@@ -46,6 +42,10 @@ from faults.scenario import (
     TraitorTable,
     Workload,
 )
+from faults.traitors.base import BehaviourError, Trigger, normalise_type
+from faults.traitors.behaviours import BEHAVIOURS, make_behaviour
+from faults.traitors.clients import MODES as CLIENT_MODES
+from faults.traitors.network import NetworkFaultError, NetworkRule, rule_from_mapping
 from pbft.config import ConfigError, ProtocolParams
 from pbft.messages import MESSAGE_TYPES
 

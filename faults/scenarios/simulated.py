@@ -1,10 +1,10 @@
 """Scenario files on simulated time: ``pbft scenario run FILE --sim``.
 
-The same :class:`~faults.scenario.Scenario` as on a real cluster, translated
-into a :class:`~faults.sim.SimPlan` and run by the deterministic simulator:
+The same :class:`~faults.scenarios.document.Scenario` as on a real cluster, translated
+into a :class:`~faults.verification.sim.SimPlan` and run by the deterministic simulator:
 the same traitors and network faults, the same planned workload, one
 millisecond per tick. The report has the same shape as a real run's (built by
-:func:`faults.report.build_report`) plus the checkers' verdicts, and the same
+:func:`faults.scenarios.report.build_report`) plus the checkers' verdicts, and the same
 seed always gives the same report.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from faults import workload as planning
-from faults.checkers import check_run
-from faults.report import Report, build_report
-from faults.scenario import Scenario
-from faults.sim import SimPlan, TraitorPlan, simulate
+from faults.scenarios import workload as planning
+from faults.scenarios.document import Scenario
+from faults.scenarios.report import Report, build_report
+from faults.verification.checkers import check_run
+from faults.verification.sim import SimPlan, TraitorPlan, simulate
 from pbft.config import ProtocolParams
 
 

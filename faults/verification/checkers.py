@@ -10,7 +10,7 @@ checkpoints, clients' histories) and returns the violations it finds, each a
 * :func:`check_validity`: only requests that clients issued are executed, and
   each (client, timestamp) at most once by each replica;
 * :func:`check_linearizability`: the honest clients' key-value history is
-  linearizable (:mod:`faults.linearizability`);
+  linearizable (:mod:`faults.verification.linearizability`);
 * :func:`check_liveness`: after the stabilization time, every operation of a
   correct client completed within the bound.
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from faults.linearizability import check_history
+from faults.verification.linearizability import check_history
 
 
 @attrs.frozen

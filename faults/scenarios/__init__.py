@@ -1,0 +1,8 @@
+"""Scenario files: one experiment written down, run on real processes or simulated.
+
+:mod:`.document` is the scenario's data model and loader, :mod:`.parser` checks
+a TOML document line by line, :mod:`.workload` turns a workload into client
+operations, :mod:`.runner` runs it on a real Trio cluster, :mod:`.simulated` in
+the deterministic simulator, and :mod:`.report` writes the run report. Depends
+on :mod:`faults.traitors`, :mod:`faults.verification` and :mod:`pbft`.
+"""
