@@ -34,7 +34,9 @@ from pbft.events import (
 from pbft.runtime.files import ClusterFiles
 from pbft.runtime.framing import ConnectionClosed, FramedStream, FrameError
 from pbft.runtime.handshake import HandshakeError, Identity, dial_handshake
+from pbft.runtime.limits import max_frame_bytes
 from pbft.runtime.links import Backoff
+from pbft.runtime.queues import FrameQueue
 from pbft.runtime.timers import Timers
 
 TICK_SECONDS = 0.001
@@ -66,14 +68,13 @@ class ReplicaConnection:
         self.client = client
         self.replica_id = replica_id
         self.connected = False
-        self._send, self._receive = trio.open_memory_channel[bytes](256)
+        # Only this client's own requests queue here; a replica that does not read
+        # makes them wait, at most 256 frames and one frame of the limit in bytes.
+        self._queue = FrameQueue(256, client.max_frame_bytes)
         self._backoff = Backoff()
 
     def send_nowait(self, frame: bytes) -> None:
-        try:
-            self._send.send_nowait(frame)
-        except trio.WouldBlock:
-            pass  # the core retransmits
+        self._queue.put_nowait(frame)  # dropped when full: the core retransmits
 
     async def run(self) -> None:
         files = self.client.files
@@ -105,13 +106,7 @@ class ReplicaConnection:
     async def _write(self, framed: FramedStream, session: trio.CancelScope) -> None:
         try:
             while True:
-                frames = [await self._receive.receive()]
-                while len(frames) < 64:
-                    try:
-                        frames.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await framed.send_frames(frames)
+                await framed.send_frames(await self._queue.get_batch(64, 1024 * 1024))
         except _CONNECTION_ERRORS:
             session.cancel()
 
@@ -140,7 +135,7 @@ class RemoteClient:
         self.id = client_id
         self.me: Identity = ("client", client_id)
         self.signer = signer or files.load_signer("client", client_id)
-        self.max_frame_bytes = files.params.max_message_bytes + 1024
+        self.max_frame_bytes = max_frame_bytes(files.params)
         self.core = Client(
             client_id,
             files.config,

@@ -8,11 +8,15 @@ exception, below). So between two replicas there are two TCP connections,
 one per direction, and each side owns the one it writes on: there is no
 race over who dials whom, and a link's only job is to move frames out.
 
-A :class:`PeerLink` is a bounded queue in front of a connection.
-:meth:`PeerLink.send_nowait` never blocks the protocol: when the queue is
-full the frame is dropped and counted, which is correct for PBFT because the
-protocol already tolerates lost messages (retransmission, view changes and
-state transfer recover). :meth:`PeerLink.run` is a loop of sessions::
+A :class:`PeerLink` is a bounded queue in front of a connection
+(:class:`~pbft.runtime.queues.FrameQueue`: ``queue_frames`` frames and
+``queue_bytes`` bytes, :func:`pbft.runtime.limits.link_queue_bytes` for a
+replica). :meth:`PeerLink.send_nowait` never blocks the protocol: when the
+queue is full, in frames or in bytes, the frame is dropped and counted, so a
+slow or faulty peer pins at most ``queue_bytes`` of our memory. Dropping is
+correct for PBFT because the protocol already tolerates lost messages
+(retransmission, view changes and state transfer recover).
+:meth:`PeerLink.run` is a loop of sessions::
 
     connect -> dial_handshake -> [ write batches  |  watch for close ] -> close -> back off
 
@@ -65,6 +69,7 @@ from pbft.runtime.handshake import (
     dial_handshake,
     format_identity,
 )
+from pbft.runtime.queues import FrameQueue
 
 logger = logging.getLogger("pbft.runtime.transport")
 
@@ -128,9 +133,11 @@ class LinkStatistics:
     connected: bool
     #: Frames waiting in the queue.
     frames_queued: int
+    #: Bytes of the frames waiting in the queue (at most the link's ``queue_bytes``).
+    bytes_queued: int
     #: Frames handed to the operating system (not necessarily delivered).
     frames_sent: int
-    #: Frames dropped because the queue was full.
+    #: Frames dropped because the queue was full, in frames or in bytes.
     frames_dropped: int
     #: Connections that completed the handshake.
     connects: int
@@ -151,6 +158,7 @@ class PeerLink:
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         queue_frames: int = 10_000,
+        queue_bytes: int | None = None,
         backoff: Backoff | None = None,
         connect: Connect = trio.open_tcp_stream,
         verifier: Verifier | None = None,
@@ -170,10 +178,10 @@ class PeerLink:
         self._backoff = backoff or Backoff()
         self._connect = connect
         self._connect_timeout_seconds = connect_timeout_seconds
-        self._queue_in, self._queue_out = trio.open_memory_channel[bytes](queue_frames)
+        # By default room for two frames of the limit; a replica passes link_queue_bytes.
+        self._queue = FrameQueue(queue_frames, queue_bytes or 2 * max_frame_bytes)
         self._connected = False
         self._frames_sent = 0
-        self._frames_dropped = 0
         self._connects = 0
         self._failures = 0
 
@@ -183,26 +191,23 @@ class PeerLink:
     def send_nowait(self, frame: bytes) -> bool:
         """Queue ``frame`` for the peer; never blocks.
 
-        Returns False, and counts the frame as dropped, when the queue is full.
+        Returns False, and counts the frame as dropped, when the queue is full
+        in frames or in bytes.
         """
         if len(frame) > self.max_frame_bytes:
             raise ValueError(
                 f"refusing to queue a frame of {len(frame)} bytes: "
                 f"the limit is {self.max_frame_bytes}"
             )
-        try:
-            self._queue_in.send_nowait(frame)
-        except trio.WouldBlock:
-            self._frames_dropped += 1
-            return False
-        return True
+        return self._queue.put_nowait(frame)
 
     def statistics(self) -> LinkStatistics:
         return LinkStatistics(
             connected=self._connected,
-            frames_queued=self._queue_in.statistics().current_buffer_used,
+            frames_queued=self._queue.frames_queued,
+            bytes_queued=self._queue.bytes_queued,
             frames_sent=self._frames_sent,
-            frames_dropped=self._frames_dropped,
+            frames_dropped=self._queue.frames_dropped,
             connects=self._connects,
             failures=self._failures,
         )
@@ -270,15 +275,7 @@ class PeerLink:
 
     async def _write_batches(self, framed: FramedStream) -> None:
         while True:
-            batch = [await self._queue_out.receive()]
-            batch_bytes = len(batch[0])
-            while len(batch) < BATCH_MAX_FRAMES and batch_bytes < BATCH_MAX_BYTES:
-                try:
-                    frame = self._queue_out.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                batch.append(frame)
-                batch_bytes += len(frame)
+            batch = await self._queue.get_batch(BATCH_MAX_FRAMES, BATCH_MAX_BYTES)
             await framed.send_frames(batch)
             self._frames_sent += len(batch)
 
