@@ -51,6 +51,7 @@ import attrs
 
 from pbft.config import ClusterConfig, ConfigError, ProtocolParams
 from pbft.crypto import Ed25519Signer, UnsafeKeyError, check_public_key
+from pbft.runtime.limits import check_limits
 
 CONFIG_NAME = "cluster.toml"
 KEYS_NAME = "keys"
@@ -205,6 +206,10 @@ def _parse_document(
         )
     except ConfigError as error:
         _fail(CONFIG_NAME, str(error))
+    try:
+        check_limits(params, config)
+    except ConfigError as error:
+        _fail(f"{CONFIG_NAME}: [protocol]", str(error))
     return config, params, replicas
 
 

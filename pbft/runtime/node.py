@@ -50,13 +50,23 @@ from pbft.events import (
     SetTimer,
     TimerFired,
 )
-from pbft.evidence import encode_evidence, evidence_file_name
 from pbft.replica import Replica
 from pbft.runtime.eventlog import EventLog
+from pbft.runtime.evidence_store import EvidenceStore
 from pbft.runtime.files import ClusterFiles
 from pbft.runtime.framing import FramedStream
 from pbft.runtime.handshake import Identity, format_identity
+from pbft.runtime.limits import (
+    CLIENT_QUEUE_FRAMES,
+    LINK_QUEUE_FRAMES,
+    check_limits,
+    client_queue_bytes,
+    evidence_sender_bytes,
+    link_queue_bytes,
+    max_frame_bytes,
+)
 from pbft.runtime.links import PeerLink, serve_connection
+from pbft.runtime.queues import FrameQueue
 from pbft.runtime.storage import SqliteJournal
 from pbft.runtime.timers import Timers
 from pbft.simnet import FaultModel
@@ -64,8 +74,6 @@ from pbft.simnet import FaultModel
 #: One tick of the core is one millisecond of Trio's clock.
 TICK_SECONDS = 0.001
 STATUS_INTERVAL_SECONDS = 0.2
-#: REPLY frames waiting for a slow client before newer ones are dropped.
-CLIENT_QUEUE_FRAMES = 1024
 
 
 class ReplicaNode:
@@ -86,6 +94,7 @@ class ReplicaNode:
         config = files.config
         if config.scheme != ED25519:
             raise ConfigError("the runtime signs with Ed25519 only; keyed-hash is for simulation")
+        check_limits(files.params, config)
         self.files = files
         self.id = replica_id
         self.me: Identity = ("replica", replica_id)
@@ -93,7 +102,8 @@ class ReplicaNode:
         self.data_dir = Path(data_dir)
         self.log = log or EventLog(f"replica {replica_id}")
         self.replica = Replica(replica_id, config, self.signer, files.params)
-        self.max_frame_bytes = files.params.max_message_bytes + 1024
+        self.max_frame_bytes = max_frame_bytes(files.params)
+        self.client_queue_bytes = client_queue_bytes(files.params)
         self.timers = Timers(tick_seconds)
         self.links = {
             peer.id: PeerLink(
@@ -103,16 +113,21 @@ class ReplicaNode:
                 ("replica", peer.id),
                 (peer.host, peer.port),
                 max_frame_bytes=self.max_frame_bytes,
+                queue_frames=LINK_QUEUE_FRAMES,
+                queue_bytes=link_queue_bytes(files.params, config),
             )
             for peer in files.replicas
             if peer.id != replica_id
         }
-        self._clients: dict[int, tuple[FramedStream, trio.MemorySendChannel[bytes]]] = {}
+        self._clients: dict[int, tuple[FramedStream, FrameQueue]] = {}
         self._journal: SqliteJournal | None = None
         self._nursery: trio.Nursery | None = None
         self.status_path = self.data_dir / "status.json"
         #: Where each EquivocationDetected is written, for ``pbft verify-evidence``.
         self.evidence_dir = self.data_dir / "evidence"
+        self.evidence = EvidenceStore(
+            self.evidence_dir, config, evidence_sender_bytes(files.params, config)
+        )
         #: Decides the fate of each frame to another replica
         #: (``faults.traitors.network``); None: none.
         self.network_faults = network_faults
@@ -185,18 +200,23 @@ class ReplicaNode:
             elif kind is CancelTimer:
                 self.timers.cancel(effect.name)
             elif kind is EquivocationDetected:
-                evidence = effect.evidence
-                path = self.evidence_dir / evidence_file_name(evidence)
-                try:
-                    self.evidence_dir.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(encode_evidence(evidence, self.files.config))
-                    written = str(path)
-                except OSError as error:  # a full disk must not stop the replica
-                    written = f"not written: {error.strerror or error}"
-                self.log.event(
-                    "equivocation", evidence.view, evidence.seq,
-                    sender=evidence.sender, phase=evidence.phase, file=written,
-                )  # fmt: skip
+                self._keep_evidence(effect)
+
+    def _keep_evidence(self, effect: EquivocationDetected) -> None:
+        """Write the proof within the evidence folder's bounds; log it, or its first refusal."""
+        evidence = effect.evidence
+        try:
+            saved = self.evidence.save(evidence)
+        except OSError as error:  # a full disk must not stop the replica
+            written = f"not written: {error.strerror or error}"
+        else:
+            if saved.path is None and not saved.first_refusal:
+                return  # counted in status.json; logged once per sender
+            written = str(saved.path) if saved.path is not None else f"not kept: {saved.reason}"
+        self.log.event(
+            "equivocation", evidence.view, evidence.seq,
+            sender=evidence.sender, phase=evidence.phase, file=written,
+        )  # fmt: skip
 
     def now_ms(self) -> int:
         """Milliseconds since ``clock_origin``: the run's clock for faults and scenarios."""
@@ -249,13 +269,13 @@ class ReplicaNode:
         role, principal = identity
         if role != "client":
             return
-        send, receive = trio.open_memory_channel[bytes](CLIENT_QUEUE_FRAMES)
+        queue = FrameQueue(CLIENT_QUEUE_FRAMES, self.client_queue_bytes)
         previous = self._clients.get(principal)
         if previous is not None:
             previous[1].close()
-        self._clients[principal] = (framed, send)
+        self._clients[principal] = (framed, queue)
         assert self._nursery is not None
-        self._nursery.start_soon(self._write_to_client, framed, receive)
+        self._nursery.start_soon(self._write_to_client, framed, queue)
 
     def _on_disconnect(self, identity: Identity) -> None:
         self.log.event("disconnected", peer=format_identity(identity))
@@ -268,26 +288,15 @@ class ReplicaNode:
         entry = self._clients.get(client)
         if entry is None:
             return  # not connected: the client retransmits and gets the cached reply
-        try:
-            entry[1].send_nowait(frame)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # a client that does not read loses replies, never the replica's time
+        # A client that does not read loses replies (dropped, counted), never the replica's time.
+        entry[1].put_nowait(frame)
 
-    async def _write_to_client(
-        self, framed: FramedStream, receive: trio.MemoryReceiveChannel[bytes]
-    ) -> None:
-        async with receive:
-            try:
-                async for frame in receive:
-                    frames = [frame]
-                    while len(frames) < 256:
-                        try:
-                            frames.append(receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    await framed.send_frames(frames)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+    async def _write_to_client(self, framed: FramedStream, queue: FrameQueue) -> None:
+        try:
+            while True:
+                await framed.send_frames(await queue.get_batch(256, 1024 * 1024))
+        except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
         for client, (known, _) in list(self._clients.items()):
             if known is framed:
                 del self._clients[client]
@@ -315,7 +324,23 @@ class ReplicaNode:
                 peer for peer, link in self.links.items() if link.statistics().connected
             ),
             "clients_connected": sorted(self._clients),
+            "links": {str(peer): self._link_status(link) for peer, link in self.links.items()},
+            "evidence": {
+                "files": self.evidence.files_kept(),
+                "bytes": self.evidence.bytes_kept(),
+                "refused": self.evidence.refused,
+            },
             "counters": replica.counters.snapshot(),
+        }
+
+    @staticmethod
+    def _link_status(link: PeerLink) -> dict[str, int]:
+        statistics = link.statistics()
+        return {
+            "frames_queued": statistics.frames_queued,
+            "bytes_queued": statistics.bytes_queued,
+            "frames_sent": statistics.frames_sent,
+            "frames_dropped": statistics.frames_dropped,
         }
 
     def _write_status(self, state: str | None = None) -> None:
