@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pbft.certificates import CheckedViewChange, NewViewPlan, check_view_change, compute_new_view
+from pbft.encoding import encode_message
 from pbft.events import CancelTimer, NewViewEntered, SetTimer, ViewChangeStarted
 from pbft.messages import NULL_DIGEST, NewView, PrePrepare, Signed, ViewChange
 
@@ -248,7 +249,9 @@ class ViewChangeMixin(_Base):
         if len(plan.pre_prepares) != len(new_view.pre_prepares):
             return None
         for expected, signed in zip(plan.pre_prepares, new_view.pre_prepares, strict=True):
-            if signed.message != expected or self.auth.verify(signed) is not None:
+            # Byte for byte: decoded equality ignores the nested client signatures, so a
+            # faulty new primary could re-sign O with junk ones (docs/protocol.md).
+            if signed.payload != encode_message(expected) or self.auth.verify(signed):
                 return None
         return plan
 

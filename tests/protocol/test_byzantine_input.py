@@ -235,3 +235,28 @@ def test_a_correct_new_view_is_accepted() -> None:
     backup.step(Receive(encode_signed(good)))
     assert (backup.view, backup.view_active) == (1, True)
     assert backup.slots[1].pre_prepare is not None
+
+
+def test_a_new_view_whose_o_carries_junk_client_signatures_is_rejected() -> None:
+    """Regression (hole 1): O's PRE-PREPAREs equal the expected ones by decoded value
+    but carry zeroed nested client signatures; a backup must compare bytes and refuse."""
+    cluster = _view_change_cluster()
+    new_primary = cluster.replicas[1]
+    view_changes = tuple(
+        cluster.replicas[r].auth.sign(
+            ViewChange(1, 0, (), (cluster.replicas[r].prepared_certificates[1],), r)
+        )
+        for r in (1, 2, 3)
+    )
+    certificate = cluster.replicas[1].prepared_certificates[1].pre_prepare.message
+    junk = tuple(
+        Signed(request.message, bytes(len(request.signature)), request.payload)
+        for request in certificate.batch
+    )
+    forged = attrs.evolve(certificate, view=1, sender=1, batch=junk)
+    bad = new_primary.auth.sign(NewView(1, view_changes, (new_primary.auth.sign(forged),), 1))
+    backup = cluster.replicas[3]
+    before = fingerprint(backup)
+    backup.step(Receive(encode_signed(bad)))
+    assert fingerprint(backup) == before
+    assert backup.counters.dropped[("NEW-VIEW", "invalid-new-view")] == 1
