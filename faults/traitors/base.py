@@ -187,6 +187,9 @@ class Traitor:
         self.journal = MemoryJournal()
         #: Messages this replica sent, oldest first: material for ``replay``.
         self.sent: deque[tuple[tuple[int, ...], Signed[Any]]] = deque(maxlen=history_messages)
+        #: Every faulty principal's key this traitor may sign with (a
+        #: :class:`faults.traitors.forgery.Keyring`); None: its own key only.
+        self.keyring: Any = None
 
     # The honest replica's state, read through: view, last_executed, counters, ...
     def __getattr__(self, name: str) -> Any:

@@ -19,6 +19,8 @@ flood          many junk or duplicate messages
 selective      talk only to chosen replicas (targets) and clients
 mutate         ByzzFuzz-style small corruption: view ±1, seq ±1 or another
                request's digest, re-signed
+byzantine      anything the faulty keys can sign, to anyone, at any time
+               (:mod:`faults.traitors.byzantine`)
 =============  ===============================================================
 """
 
@@ -30,6 +32,7 @@ from typing import Any, ClassVar
 import attrs
 
 from faults.traitors.base import Behaviour, BehaviourError, Traitor, Trigger, first_half
+from faults.traitors.byzantine import Byzantine
 from pbft.events import (
     Effect,
     Event,
@@ -382,8 +385,10 @@ class Mutate(Behaviour):
 
 BEHAVIOURS: dict[str, type[Behaviour]] = {
     cls.name: cls
-    for cls in (Equivocate, Lie, Stall, Mute, Crash, Replay, Forge, Flood, Selective, Mutate)
-}
+    for cls in (
+        Equivocate, Lie, Stall, Mute, Crash, Replay, Forge, Flood, Selective, Mutate, Byzantine,
+    )
+}  # fmt: skip
 
 
 def make_behaviour(name: str, trigger: Trigger | None = None, **params: Any) -> Behaviour:

@@ -247,6 +247,13 @@ class NetworkFaults:
         self._by_kind = {
             kind: tuple(rule for rule in self.rules if rule.kind == kind) for kind in KINDS
         }
+        #: Per rule (by position), how many messages it changed: dropped, cut,
+        #: duplicated, delayed or reordered. A rule at 0 never took effect.
+        self.took_effect = [0] * len(self.rules)
+        self._position = {id(rule): index for index, rule in enumerate(self.rules)}
+
+    def _count(self, rule: NetworkRule) -> None:
+        self.took_effect[self._position[id(rule)]] += 1
 
     @classmethod
     def from_rules(cls, rules: Sequence[Mapping[str, Any]], seed: int = 0) -> NetworkFaults:
@@ -277,6 +284,14 @@ class NetworkFaults:
             for rule in self._by_kind[PARTITION]
         )
 
+    def _cut(self, now_ms: int, source: int, destination: int) -> bool:
+        cut = False
+        for rule in self._by_kind[PARTITION]:
+            if rule.active(now_ms) and rule.separates(source, destination):
+                self._count(rule)
+                cut = True
+        return cut
+
     def decide(self, now_ms: int, source: int, destination: int) -> list[int]:
         """The delay in ms of each copy of one message source -> destination sent at now_ms.
 
@@ -284,7 +299,7 @@ class NetworkFaults:
         """
         if source == destination:
             return [0]  # a replica's message to itself crosses no network
-        if self.partitioned(now_ms, source, destination):
+        if self._cut(now_ms, source, destination):
             return []
         rng = self.rng
         active = {
@@ -297,16 +312,20 @@ class NetworkFaults:
         }
         for rule in active[LOSS]:
             if rng.random() < rule.rate:
+                self._count(rule)
                 return []
         delays = [0]
         for rule in active[DUPLICATE]:
             if rng.random() < rule.rate:
+                self._count(rule)
                 delays.append(0)
         for copy in range(len(delays)):
             for rule in active[DELAY]:
+                self._count(rule)
                 delays[copy] += rule.ms + (rng.randint(0, rule.jitter_ms) if rule.jitter_ms else 0)
             for rule in active[REORDER]:
                 if rng.random() < rule.rate:
+                    self._count(rule)
                     delays[copy] += rng.randint(0, rule.reorder_window_ms())
         return delays
 
