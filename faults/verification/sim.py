@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -30,9 +30,20 @@ import attrs
 from faults.traitors.base import Traitor, Trigger
 from faults.traitors.behaviours import make_behaviour
 from faults.traitors.clients import ByzantineClient
+from faults.traitors.forgery import Keyring
 from faults.traitors.network import NetworkFaults
+from faults.verification.hooks import install_invariants, install_journals, install_trace
 from faults.verification.invariants import StepInvariants
-from pbft import service as kv
+from faults.verification.timeline import (
+    FaultLedger,
+    Pacer,
+    operation_record,
+    release_times,
+)
+from faults.verification.timeline import (
+    random_workload as random_workload,  # re-exported: twins and the benchmark use it
+)
+from pbft.auth import Authenticator
 from pbft.config import ProtocolParams
 from pbft.crypto import KEYED_HASH
 from pbft.events import (
@@ -111,6 +122,9 @@ class SimPlan:
     stabilization_ms: int = 0
     liveness_bound_ms: int = 20_000
     retransmit_ms: int = 300
+    #: When above 0, operations are released over [0, workload_span_ms] instead of
+    #: all at once, so that faults drawn in that span meet traffic (timeline.py).
+    workload_span_ms: int = 0
 
     @property
     def faulty(self) -> set[int]:
@@ -134,6 +148,10 @@ class SimOutcome:
     liveness_bound_ms: int
     #: Invariants broken during the run, checked after every step (faults.verification.invariants).
     invariant_violations: list[str] = attrs.field(factory=list)
+    #: Scheduled and fired faults, and injections (FaultLedger.as_dict()).
+    faults: dict[str, Any] = attrs.field(factory=dict)
+    #: Drop reason -> how often honest replicas dropped a message for it.
+    drop_reasons: dict[str, int] = attrs.field(factory=dict)
 
 
 def simulate(
@@ -153,26 +171,41 @@ def simulate(
         fault_model = NetworkFaults.from_rules(rules, seed)
         fault_model.validate(plan.n)
         network.fault_model = fault_model
-    journals = _install_journals(cluster)
+    journals = install_journals(cluster)
     watcher = StepInvariants(plan.faulty, plan.params.log_window)
-    _install_invariants(cluster, watcher)
-    _install_traitors(cluster, plan, seed)
+    drops: dict[str, int] = {}
+    install_invariants(cluster, watcher, drops, plan.faulty)
+    traitors = _install_traitors(cluster, plan, seed)
     _install_twin(cluster, plan, seed)
+    liars = []
     for client, mode in plan.byzantine_clients:
-        network.replace(("client", client), ByzantineClient(cluster.clients[client], mode))
+        liar = ByzantineClient(
+            cluster.clients[client], mode, seed * 7919 + client, plan.params.max_request_bytes
+        )
+        liars.append(liar)
+        network.replace(("client", client), liar)
     if trace is not None:
-        _install_trace(cluster, trace)
-    for crash in plan.crashes:
-        _schedule_crash(cluster, crash, journals)
-    for client, operations in enumerate(plan.workload):
-        if operations:
-            network.submit(client, operations)
+        install_trace(cluster, trace)
+    crashes = [_schedule_crash(cluster, crash, journals) for crash in plan.crashes]
+    pacer = None
+    if plan.workload_span_ms > 0:
+        times = release_times(random.Random(seed * 31 + 7), plan.workload, plan.workload_span_ms)
+        pacer = Pacer(network, plan.workload, times)
+        pacer.start(("pacer", 0))
+    else:
+        for client, operations in enumerate(plan.workload):
+            if operations:
+                network.submit(client, operations)
     byzantine = {client for client, _ in plan.byzantine_clients}
     deadline = max_ms or (plan.stabilization_ms + plan.liveness_bound_ms)
 
     def honest_done() -> bool:
-        return all(client in byzantine for client in network._open) and all(
-            not queue for client, queue in network._workload.items() if client not in byzantine
+        return (
+            (pacer is None or pacer.unreleased == 0)
+            and all(client in byzantine for client in network._open)
+            and all(
+                not queue for client, queue in network._workload.items() if client not in byzantine
+            )
         )
 
     network.run_until(honest_done, deadline)
@@ -180,34 +213,58 @@ def simulate(
     network.run(1_000)  # let every replica settle
     outcome = _outcome(cluster, plan, byzantine, finished)
     outcome.invariant_violations = watcher.violations
+    outcome.faults = _ledger(plan, network, crashes, traitors, liars, finished).as_dict()
+    for replica_id in cluster.replicas:
+        node = network.nodes[("replica", replica_id)]
+        if replica_id not in plan.faulty and node.counters.dropped_for("equivocation"):
+            # Counted without a Dropped effect (pbft.replica._note_conflict).
+            drops["equivocation"] = drops.get("equivocation", 0) + 1
+    outcome.drop_reasons = dict(sorted(drops.items()))
     return outcome
 
 
+def _ledger(
+    plan: SimPlan, network: Any, crashes: list[dict[str, bool]], traitors: list[Traitor],
+    liars: list[ByzantineClient], finished: int,
+) -> FaultLedger:  # fmt: skip
+    """Which of the plan's faults fired (timeline.py says what counts as fired)."""
+    ledger = FaultLedger()
+    model = network.fault_model
+    if isinstance(model, NetworkFaults):
+        ledger.network(model.took_effect)
+    for crash in crashes:
+        ledger.schedule("crash", crash["crashed"])
+        ledger.schedule("restart", crash["restarted"])
+    for traitor_plan in plan.traitors:
+        if traitor_plan.trigger.at_ms is not None:
+            ledger.schedule("trigger", finished >= traitor_plan.trigger.at_ms)
+    ledger.injections = sum(
+        getattr(behaviour, "injected", 0) for t in traitors for behaviour in t.behaviours
+    )
+    ledger.client_rewrites = sum(liar.rewrites for liar in liars)
+    return ledger
+
+
 # ------------------------------------------------------------------ installation
-
-
-def _install_journals(cluster: SimCluster) -> dict[int, MemoryJournal]:
-    journals = {replica: MemoryJournal() for replica in cluster.replicas}
-    previous = cluster.network.on_step
-
-    def record(address: Address, effects: list[Any]) -> None:
-        if address[0] == "replica":
-            node = cluster.network.nodes[address]
-            if isinstance(node, Replica):
-                journals[address[1]].record(node, effects)
-        if previous is not None:
-            previous(address, effects)
-
-    cluster.network.on_step = record
-    return journals
 
 
 def _rebuilder(cluster: SimCluster, replica_id: int) -> Callable[[], Replica]:
     return lambda: cluster.fresh_replica(replica_id)
 
 
-def _install_traitors(cluster: SimCluster, plan: SimPlan, seed: int) -> None:
+def _keyring(cluster: SimCluster, plan: SimPlan) -> Keyring:
+    """Every faulty principal's key: colluding traitors sign for one another."""
+    config = cluster.config
+    return Keyring(
+        {r: Authenticator(config, cluster.replica_signers[r]) for r in sorted(plan.faulty)},
+        {c: Authenticator(config, cluster.client_signers[c]) for c, _ in plan.byzantine_clients},
+    )
+
+
+def _install_traitors(cluster: SimCluster, plan: SimPlan, seed: int) -> list[Traitor]:
     network = cluster.network
+    keyring = _keyring(cluster, plan)
+    traitors = []
     by_replica: dict[int, list[TraitorPlan]] = {}
     for traitor in plan.traitors:
         by_replica.setdefault(traitor.replica, []).append(traitor)
@@ -217,7 +274,10 @@ def _install_traitors(cluster: SimCluster, plan: SimPlan, seed: int) -> None:
             cluster.replicas[replica_id], behaviours, seed=seed * 1009 + replica_id,
             clock=lambda: network.now, rebuild=_rebuilder(cluster, replica_id),
         )  # fmt: skip
+        traitor.keyring = keyring
+        traitors.append(traitor)
         network.replace(("replica", replica_id), traitor)
+    return traitors
 
 
 def _install_twin(cluster: SimCluster, plan: SimPlan, seed: int) -> None:
@@ -243,17 +303,21 @@ def _install_twin(cluster: SimCluster, plan: SimPlan, seed: int) -> None:
 
 def _schedule_crash(
     cluster: SimCluster, crash: CrashPlan, journals: dict[int, MemoryJournal]
-) -> None:
-    """Crash and restart through the network's own clock (a timer of a watcher node)."""
+) -> dict[str, bool]:
+    """Crash and restart through the network's own clock (a timer of a watcher node);
+    the returned flags say whether each happened."""
     network = cluster.network
     address: Address = ("replica", crash.replica)
+    happened = {"crashed": False, "restarted": False}
 
     class Watcher:
         def step(self, event: Any) -> list[Any]:
             if event.name == "crash":
                 network.crash(address)
+                happened["crashed"] = True
                 return []
             cluster.restart(crash.replica, journals[crash.replica])
+            happened["restarted"] = True
             return []
 
     watcher: Address = ("watcher", crash.replica)
@@ -262,46 +326,7 @@ def _schedule_crash(
 
     network._apply(watcher, SetTimer("crash", crash.at_ms))
     network._apply(watcher, SetTimer("restart", crash.restart_ms))
-
-
-def _install_invariants(cluster: SimCluster, watcher: StepInvariants) -> None:
-    previous = cluster.network.on_step
-    nodes = cluster.network.nodes
-
-    def check(address: Address, effects: list[Any]) -> None:
-        if address[0] == "replica":
-            watcher.after_step(address[1], nodes[address], effects)
-        if previous is not None:
-            previous(address, effects)
-
-    cluster.network.on_step = check
-
-
-def _install_trace(cluster: SimCluster, trace: Callable[[str], None]) -> None:
-    previous = cluster.network.on_step
-    network = cluster.network
-
-    def record(address: Address, effects: list[Any]) -> None:
-        for effect in effects:
-            trace(f"{network.now} {address[0]}-{address[1]} {_describe(effect)}")
-        if previous is not None:
-            previous(address, effects)
-
-    network.on_step = record
-
-
-def _describe(effect: Any) -> str:
-    message = getattr(effect, "message", None)
-    if message is not None and hasattr(message, "message"):
-        inner = message.message
-        fields = [
-            f"{k}={v}"
-            for k in ("view", "new_view", "seq")
-            if (v := getattr(inner, k, None)) is not None
-        ]
-        to = getattr(effect, "replicas", None) or getattr(effect, "client", "")
-        return f"{type(effect).__name__} {inner.TYPE} {' '.join(fields)} to={to}"
-    return repr(effect)
+    return happened
 
 
 # ------------------------------------------------------------------------ outcome
@@ -354,71 +379,10 @@ def _outcome(cluster: SimCluster, plan: SimPlan, byzantine: set[int], now: int) 
                 "state_digest": node.state_digest().hex(),
             }
         )
-    operations = [_operation(op, op.client in byzantine) for op in network.operations]
+    operations = [operation_record(op, op.client in byzantine) for op in network.operations]
     views = sorted({r["view"] for r in replicas if r["honest"]})
     trace_hash = hashlib.sha256(network.trace_hash.encode()).hexdigest()
     return SimOutcome(
         replicas, operations, views, evidence, coverage, trace_hash, now,
         plan.stabilization_ms, plan.liveness_bound_ms,
     )  # fmt: skip
-
-
-def _entry(executed: Any) -> dict[str, Any]:
-    return {
-        "seq": executed.seq,
-        "view": executed.view,
-        "digest": executed.digest.hex(),
-        "requests": [list(request) for request in executed.requests],
-    }
-
-
-def _operation(op: Any, byzantine: bool) -> dict[str, Any]:
-    try:
-        name, args = kv.decode_operation(op.operation)
-    except ValueError:
-        name, args = "invalid", [""]
-    value: Any = None
-    if name == "put":
-        value = args[1]
-    elif name == "cas":
-        value = [args[1], args[2]]
-    result = kv.decode_result(op.result) if op.result is not None else None
-    return {
-        "client": op.client,
-        "op": name,
-        "key": args[0],
-        "value": value,
-        "timestamp": op.timestamp,
-        "invoke_ms": op.invoke_tick,
-        "return_ms": op.return_tick,
-        "result": None if isinstance(result, kv.OperationError) else result,
-        "byzantine": byzantine,
-    }
-
-
-def random_workload(
-    rng: random.Random, clients: int, operations: int, keys: int
-) -> tuple[tuple[bytes, ...], ...]:
-    """``operations`` key-value operations spread over ``clients``, mixed like a scenario's."""
-    plans: list[list[bytes]] = [[] for _ in range(clients)]
-    written: dict[str, list[str]] = {}
-    for number in range(operations):
-        key = f"key-{rng.randrange(keys)}"
-        op = rng.choices(("put", "get", "cas", "delete"), (0.5, 0.3, 0.15, 0.05))[0]
-        if op == "put":
-            value = f"v{number}"
-            written.setdefault(key, []).append(value)
-            encoded = kv.put(key, value)
-        elif op == "get":
-            encoded = kv.get(key)
-        elif op == "delete":
-            encoded = kv.delete(key)
-        else:
-            expected = rng.choice([None, *written.get(key, [])[-2:]])
-            encoded = kv.cas(key, expected, f"v{number}")
-        plans[number % clients].append(encoded)
-    return tuple(tuple(plan) for plan in plans)
-
-
-def sequence(values: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(values)
