@@ -165,6 +165,16 @@ def _view_change_cluster():  # type: ignore[no-untyped-def]
     return cluster
 
 
+def _signed_view_changes(cluster):  # type: ignore[no-untyped-def]
+    """Replicas 1-3's VIEW-CHANGEs for view 1, each with its certificate for seq 1."""
+    return tuple(
+        cluster.replicas[r].auth.sign(
+            ViewChange(1, 0, (), (cluster.replicas[r].prepared_certificates[1],), r)
+        )
+        for r in (1, 2, 3)
+    )
+
+
 def test_a_forged_certificate_in_one_view_change_is_discarded_alone() -> None:
     """§4.4: a VIEW-CHANGE with a bad certificate loses that certificate, not its other
     content, and a valid certificate in another VIEW-CHANGE still counts."""
@@ -191,12 +201,7 @@ def test_a_new_view_that_does_not_match_its_view_changes_is_rejected() -> None:
     new primary drops the prepared request and puts in its own)."""
     cluster = _view_change_cluster()
     new_primary = cluster.replicas[1]
-    view_changes = tuple(
-        cluster.replicas[r].auth.sign(
-            ViewChange(1, 0, (), (cluster.replicas[r].prepared_certificates[1],), r)
-        )
-        for r in (1, 2, 3)
-    )
+    view_changes = _signed_view_changes(cluster)
     other_request = cluster.clients[0].auth.sign(Request(0, 5, kv.put("k", "other")))
     batch = (other_request,)
     wrong_o = (new_primary.auth.sign(PrePrepare(1, 1, batch_digest(batch), batch, 1)),)
@@ -222,12 +227,7 @@ def test_a_new_view_that_does_not_match_its_view_changes_is_rejected() -> None:
 def test_a_correct_new_view_is_accepted() -> None:
     cluster = _view_change_cluster()
     new_primary = cluster.replicas[1]
-    view_changes = tuple(
-        cluster.replicas[r].auth.sign(
-            ViewChange(1, 0, (), (cluster.replicas[r].prepared_certificates[1],), r)
-        )
-        for r in (1, 2, 3)
-    )
+    view_changes = _signed_view_changes(cluster)
     certificate = cluster.replicas[1].prepared_certificates[1].pre_prepare.message
     o = (new_primary.auth.sign(attrs.evolve(certificate, view=1, sender=1)),)
     good = new_primary.auth.sign(NewView(1, view_changes, o, 1))
@@ -242,12 +242,7 @@ def test_a_new_view_whose_o_carries_junk_client_signatures_is_rejected() -> None
     but carry zeroed nested client signatures; a backup must compare bytes and refuse."""
     cluster = _view_change_cluster()
     new_primary = cluster.replicas[1]
-    view_changes = tuple(
-        cluster.replicas[r].auth.sign(
-            ViewChange(1, 0, (), (cluster.replicas[r].prepared_certificates[1],), r)
-        )
-        for r in (1, 2, 3)
-    )
+    view_changes = _signed_view_changes(cluster)
     certificate = cluster.replicas[1].prepared_certificates[1].pre_prepare.message
     junk = tuple(
         Signed(request.message, bytes(len(request.signature)), request.payload)
