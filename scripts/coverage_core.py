@@ -189,7 +189,13 @@ def run_workers(tasks: list[list], jobs: int, workdir: Path) -> dict[str, Any]:
             str(workdir / f"result-{job}.json"),
         ]
         processes.append(subprocess.Popen(command, cwd=ROOT))
-    codes = [process.wait() for process in processes]
+    try:
+        codes = [process.wait() for process in processes]
+    finally:
+        # An interrupted parent must not leave its workers running.
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
     if any(codes):
         raise SystemExit(f"a coverage worker failed with status {codes}")
     runs, failures = 0, []

@@ -67,7 +67,7 @@ import attrs
 
 from faults.traitors.base import Behaviour, BehaviourError, Traitor, Trigger
 from faults.traitors.byzantine_views import ViewAttacks
-from faults.traitors.forgery import Keyring, MessagePool, Mutator
+from faults.traitors.forgery import UNDECODABLE, Keyring, MessagePool, Mutator
 from pbft.encoding import DecodeError, decode_signed, encode_signed
 from pbft.events import Effect, Event, Receive, SendBytes, SendToClient, SendToReplicas
 from pbft.messages import (
@@ -405,7 +405,7 @@ def _request(kit: Kit) -> list[Effect]:
         pooled = kit.pool.pick(rng, Request)
         timestamp = kit.mutator.number(pooled.message.timestamp if pooled else 1)
         size = rng.choice((8, kit.params.max_request_bytes - 32, kit.params.max_request_bytes + 1))
-        request = Request(client, timestamp, b"\xa1" + rng.randbytes(size))
+        request = Request(client, timestamp, UNDECODABLE + rng.randbytes(size))
         return kit.send(kit.keyring.sign_as(request, client))
     pooled = kit.pool.pick(rng, Request)
     if pooled is None:

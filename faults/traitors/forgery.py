@@ -64,6 +64,8 @@ from pbft.messages import (
     _SignedOf,
 )
 
+#: A prefix that makes any operation undecodable by the key-value service.
+UNDECODABLE = b"\xc1"
 #: The largest integer the wire form accepts (it refuses 2**63 and above).
 U64_MAX_ACCEPTED = 2**63 - 1
 
@@ -116,6 +118,11 @@ class Keyring:
                 outsider = len(self.any_auth().config.client_keys) + rng.randrange(3)
             return self.any_auth().sign(attrs.evolve(message, **{field: outsider}))
         principal = ids[rng.randrange(len(ids))]
+        if field == "client":
+            # A faulty client's request carries an operation the service refuses: the
+            # checkers do not see faulty clients' writes, so they must not touch the
+            # honest clients' keys (the explorer gives faulty clients keys of their own).
+            message = attrs.evolve(message, operation=UNDECODABLE + message.operation)
         return self.sign_as(attrs.evolve(message, **{field: principal}), principal)
 
 

@@ -29,29 +29,16 @@ from typing import Any
 import attrs
 
 from faults.traitors.base import Trigger
-from faults.traitors.behaviours import BEHAVIOURS
 from faults.verification.checkers import Violation, check_run
+from faults.verification.draw import draw_plan as draw_plan  # re-exported: the explorer's API
+from faults.verification.reach import drop_reason_summary, fault_summary
 from faults.verification.sim import (
     COVERAGE_PATHS,
-    CrashPlan,
     SimPlan,
     TraitorPlan,
-    TwinPlan,
     random_workload,
     simulate,
 )
-
-LIES = ["all", "digest", "checkpoint", "result", "view-change", "invent", "new-view"]
-#: Behaviour parameters that make each behaviour bite in a short run.
-_PARAMS: dict[str, Callable[[random.Random], dict[str, Any]]] = {
-    "stall": lambda rng: {"ms": rng.choice([None, 200, 800])},
-    "crash": lambda rng: {"restart_ms": rng.choice([None, 500, 1500])},
-    "lie": lambda rng: {"what": rng.choice(LIES)},
-    "replay": lambda rng: {"count": rng.randint(1, 4)},
-    "forge": lambda rng: {"mode": rng.choice(["bad-signature", "impersonate"])},
-    "flood": lambda rng: {"count": rng.randint(1, 5), "junk": rng.random() < 0.5},
-    "mutate": lambda rng: {"rate": rng.choice([0.1, 0.3, 0.6])},
-}  # fmt: skip
 
 
 @attrs.frozen
@@ -64,121 +51,10 @@ class SeedResult:
     wall_s: float
     trace_hash: str
     operations: int
-
-
-def draw_plan(seed: int, f: int | None = None) -> SimPlan:
-    """The fault schedule of one seed: every random choice comes from ``seed``."""
-    rng = random.Random(seed)
-    if f is None:
-        f = 1 if rng.random() < 0.6 else 2
-    n = 3 * f + 1
-    clients = rng.randint(2, 4)
-    operations = rng.randint(20, 36)
-    stabilization = rng.randint(1500, 4000)
-    faulty = [0] if rng.random() < 0.75 else []
-    others = [r for r in range(1, n)]
-    rng.shuffle(others)
-    while len(faulty) < rng.randint(0, f) or (not faulty and rng.random() < 0.3):
-        faulty.append(others.pop())
-    faulty = faulty[:f]
-    traitors: list[TraitorPlan] = []
-    twin = None
-    lossy_primary = False
-    for replica in faulty:
-        # A twinned primary (or next primary) equivocates by itself: each copy
-        # orders requests its own way; peers hearing both catch it.
-        if twin is None and rng.random() < (0.3 if replica in (0, 1) else 0.1):
-            twin = _draw_twin(rng, replica, n)
-            continue
-        if replica == 1 and rng.random() < 0.4:
-            # The primary of view 1 forging its NEW-VIEW: backups must recompute O.
-            lie = (("what", "new-view"),)
-            traitors.append(TraitorPlan(1, "lie", Trigger(), lie))
-            continue
-        if replica == 0 and rng.random() < 0.9:
-            # A primary that stops the normal case: most runs need a view change.
-            traitors.append(_disruptive_primary(rng, n, stabilization))
-            lossy_primary = rng.random() < 0.4
-            continue
-        for _ in range(rng.choice([1, 1, 2])):
-            traitors.append(_draw_traitor(rng, replica, n, stabilization))
-    honest = [r for r in range(n) if r not in faulty]
-    crashes = []
-    if rng.random() < (0.6 if 0 in honest else 0.3):
-        at = rng.randint(0, stabilization // 2)
-        victim = 0 if 0 in honest and rng.random() < 0.7 else rng.choice(honest)
-        crashes.append(CrashPlan(victim, at, rng.randint(at + 200, stabilization)))
-    rules = [_draw_rule(rng, n, stabilization) for _ in range(rng.choice([0, 1, 1, 2, 3]))]
-    if lossy_primary:
-        # Some PRE-PREPAREs lost: prepared requests with gaps between them, which the
-        # next NEW-VIEW fills with null requests.
-        links = [[0, peer] for peer in range(1, n)]
-        rules.append({"kind": "loss", "rate": 0.5, "links": links, "until_ms": stabilization})
-    network = tuple(rules)
-    return SimPlan(
-        f=f, n=n, clients=clients,
-        workload=random_workload(rng, clients, operations, keys=rng.randint(2, 5)),
-        traitors=tuple(traitors), network=network, crashes=tuple(crashes), twin=twin,
-        stabilization_ms=stabilization,
-    )  # fmt: skip
-
-
-def _draw_twin(rng: random.Random, replica: int, n: int) -> TwinPlan:
-    """Two copies of ``replica``; in each of two phases every peer hears one copy or
-    both (hearing both is how equivocation gets caught)."""
-    routes = tuple(
-        tuple(rng.choice(["replica", "twin", "both", "both"]) for _ in range(n)) for _ in range(2)
-    )
-    return TwinPlan(replica, routes, rng.randint(400, 1500))
-
-
-def _disruptive_primary(rng: random.Random, n: int, stabilization: int) -> TraitorPlan:
-    behaviour = rng.choice(["mute", "stall", "crash", "equivocate", "selective"])
-    peers = list(range(1, n))
-    trigger: dict[str, Any] = {}
-    params: dict[str, Any] = {}
-    if rng.random() < 0.5:
-        trigger["from_seq"] = rng.randint(2, 12)
-    if behaviour in ("equivocate", "selective"):
-        trigger["targets"] = frozenset(rng.sample(peers, len(peers) // 2 + rng.randint(0, 1)))
-    elif behaviour == "crash":
-        params["restart_ms"] = rng.choice([None, rng.randint(300, stabilization)])
-    return TraitorPlan(0, behaviour, Trigger(**trigger), tuple(sorted(params.items())))
-
-
-def _draw_traitor(rng: random.Random, replica: int, n: int, stabilization: int) -> TraitorPlan:
-    behaviour = rng.choice(sorted(BEHAVIOURS))
-    trigger: dict[str, Any] = {}
-    if rng.random() < 0.3:
-        trigger["from_seq"] = rng.randint(1, 10)
-    if rng.random() < 0.2:
-        trigger["at_ms"] = rng.randint(0, stabilization)
-    if rng.random() < 0.5:
-        peers = [r for r in range(n) if r != replica]
-        trigger["targets"] = frozenset(rng.sample(peers, rng.randint(1, len(peers))))
-    params = _PARAMS.get(behaviour, lambda rng: {})(rng)
-    return TraitorPlan(replica, behaviour, Trigger(**trigger), tuple(sorted(params.items())))
-
-
-def _draw_rule(rng: random.Random, n: int, stabilization: int) -> dict[str, Any]:
-    kind = rng.choice(["partition", "partition", "loss", "duplicate", "delay", "reorder"])
-    at = rng.randint(0, stabilization - 200)
-    rule: dict[str, Any] = {
-        "kind": kind,
-        "at_ms": at,
-        "until_ms": rng.randint(at + 100, stabilization),
-    }
-    if kind == "partition":
-        replicas = list(range(n))
-        rng.shuffle(replicas)
-        cut = rng.randint(1, n - 1)
-        rule["groups"] = [sorted(replicas[:cut]), sorted(replicas[cut:])]
-    elif kind == "delay":
-        rule["ms"] = rng.randint(1, 40)
-        rule["jitter_ms"] = rng.randint(0, 40)
-    else:
-        rule["rate"] = rng.choice([0.05, 0.1, 0.2, 0.4])
-    return rule
+    #: Scheduled and fired faults and injections (timeline.FaultLedger.as_dict()).
+    faults: dict[str, Any] = attrs.field(factory=dict)
+    #: The drop reasons honest replicas reached in this run.
+    drop_reasons: frozenset[str] = frozenset()
 
 
 def run_plan(plan: SimPlan, seed: int, trace: Callable[[str], None] | None = None) -> SeedResult:
@@ -191,7 +67,8 @@ def run_plan(plan: SimPlan, seed: int, trace: Callable[[str], None] | None = Non
     return SeedResult(
         seed, plan.n, tuple(violations), outcome.coverage, outcome.sim_ms,
         time.perf_counter() - started, outcome.trace_hash,
-        sum(len(ops) for ops in plan.workload),
+        sum(len(ops) for ops in plan.workload), outcome.faults,
+        frozenset(outcome.drop_reasons),
     )  # fmt: skip
 
 
@@ -270,6 +147,8 @@ def summarize(results: list[SeedResult], elapsed: float, f: int | None) -> dict[
         },
         "share_n4": round(sum(r.n == 4 for r in results) / runs, 3) if runs else 0.0,
         "min_operations": min((r.operations for r in results), default=0),
+        "faults": fault_summary(results),
+        "drop_reasons": drop_reason_summary(results),
     }
 
 

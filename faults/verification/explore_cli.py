@@ -77,6 +77,19 @@ def _print(summary: dict[str, Any]) -> None:
     print("coverage (share of runs that reached each rare path):")
     for path, share in summary["coverage"].items():
         print(f"  {path:<28} {share:.1%}")
+    faults = summary["faults"]
+    kinds = ", ".join(
+        f"{kind} {faults['fired_by_kind'][kind]}/{count}"
+        for kind, count in faults["scheduled_by_kind"].items()
+    )
+    print(
+        f"faults fired: {faults['fired']} of {faults['scheduled']} scheduled "
+        f"({faults['fired_fraction']:.1%}; {kinds}); byzantine injections: "
+        f"{faults['byzantine_injections']}, client rewrites: {faults['byzantine_client_rewrites']}"
+    )
+    print("drop reasons (share of runs in which an honest replica dropped for each):")
+    for reason, share in sorted(summary["drop_reasons"].items(), key=lambda item: -item[1]):
+        print(f"  {reason:<28} {share:.1%}{'' if share >= 0.01 else '   (below 1%)'}")
     if not summary["violations"]:
         print("violations: none")
         return

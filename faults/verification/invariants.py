@@ -12,6 +12,12 @@ in a run whose executions happen to agree:
   committed-local at sequence number n, no honest replica ever prepares another
   batch at n, in any later view (the heart of the safety proof, §4.5.1: 2f+1
   replicas prepared it, and every NEW-VIEW quorum contains one of them).
+* **bounded stores**: every bounded store of a replica holds at most its
+  bound in bytes (``Replica.store_bytes()[k] <= Replica.store_limits()[k]``,
+  the bounds coming from the configuration): a faulty client or replica must
+  not be able to pin memory. Measuring the stores walks them, so this check
+  runs on every ``store_every``-th step of each replica (deterministically,
+  by a per-replica step count), and only on cores that have the two methods.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ from pbft.events import Committed, Prepared
 
 
 class StepInvariants:
-    def __init__(self, faulty: set[int], log_window: int, limit: int = 5) -> None:
+    def __init__(
+        self, faulty: set[int], log_window: int, limit: int = 5, store_every: int = 8
+    ) -> None:
         self.faulty = faulty
         self.log_window = log_window
         self.limit = limit
+        self.store_every = store_every
         self.violations: list[str] = []
         self._committed: dict[int, tuple[int, bytes]] = {}
+        self._steps: dict[int, int] = {}
 
     def _report(self, text: str) -> None:
         if len(self.violations) < self.limit:
@@ -37,6 +47,9 @@ class StepInvariants:
         if replica_id in self.faulty:
             return
         replica = getattr(node, "replica", node)
+        steps = self._steps[replica_id] = self._steps.get(replica_id, 0) + 1
+        if steps % self.store_every == 0 and hasattr(replica, "store_limits"):
+            self._check_stores(replica_id, replica)
         low = replica.low_watermark
         for seq, slot in replica.slots.items():
             if not low < seq <= low + self.log_window:
@@ -67,3 +80,13 @@ class StepInvariants:
                         f"replica {known[0]} as {known[1].hex()[:16]}, prepared at replica "
                         f"{replica_id} in view {certificate.view} as {digest.hex()[:16]}"
                     )
+
+    def _check_stores(self, replica_id: int, replica: Any) -> None:
+        limits = replica.store_limits()
+        for store, size in replica.store_bytes().items():
+            bound = limits.get(store)
+            if bound is not None and size > bound:
+                self._report(
+                    f"bounded stores: replica {replica_id} holds {size} bytes in {store}, "
+                    f"above its bound of {bound}"
+                )
