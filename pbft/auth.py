@@ -15,9 +15,14 @@ Rules (docs/protocol.md, "Authentication"):
 * The signed bytes are ``prefix || payload``, where the prefix separates the
   protocol version, the cluster and the message type (see
   :func:`pbft.crypto.signing_prefix`).
-* Verification results may be remembered, keyed by payload and signature
-  together (the payload names the signer): that is a cache of a pure
-  function, never a way of deduplicating messages.
+* Verification results may be remembered, keyed by a SHA-256 digest of
+  signature and payload together (the payload names the signer): that is a
+  cache of a pure function, never a way of deduplicating messages, and it
+  holds 32 bytes per entry whatever the message's size, for at most
+  ``cache_entries`` entries (``ProtocolParams.verified_cache_entries``).
+* :meth:`Authenticator.decode` does everything but the signature check, so a
+  replica can refuse on cheap grounds (size, view, window, sender role)
+  before spending a verification; :meth:`Authenticator.open` is both steps.
 
 A later revision adds authenticated channels: :meth:`open` receives the
 principal the channel vouches for, and may accept a point-to-point message on
@@ -27,6 +32,7 @@ else.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import attrs
@@ -36,7 +42,10 @@ from pbft.crypto import SIGNATURE_BYTES, Signer, Verifier, make_verifier, signin
 from pbft.encoding import DecodeError, decode_signed, encode_message
 from pbft.messages import CLIENT_SIGNED, MESSAGE_TYPES, Signed
 
-_VERIFIED_CACHE_ENTRIES = 8192
+#: Most verified (signature, payload) digests remembered at once, by default.
+VERIFIED_CACHE_ENTRIES = 8192
+#: Bytes one remembered verification holds (a SHA-256 digest).
+VERIFIED_ENTRY_BYTES = 32
 
 
 @attrs.frozen(slots=True)
@@ -56,14 +65,17 @@ class Authenticator:
         signer: Signer | None = None,
         verifier: Verifier | None = None,
         max_message_bytes: int = 4 * 1024 * 1024,
+        cache_entries: int = VERIFIED_CACHE_ENTRIES,
     ) -> None:
+        self.cache_entries = cache_entries
         self.config = config
         self._signer = signer
         self._verifier = verifier or make_verifier(config.scheme)
         self._max_message_bytes = max_message_bytes
         self._signature_bytes = SIGNATURE_BYTES[config.scheme]
         self._prefixes = {cls: signing_prefix(config.cluster_id, cls.TYPE) for cls in MESSAGE_TYPES}
-        self._verified: set[tuple[bytes, bytes]] = set()
+        self._verified: set[bytes] = set()
+        self._verified_bytes = 0
 
     # ------------------------------------------------------------------ signing
 
@@ -95,16 +107,27 @@ class Authenticator:
         signature = signed.signature
         if len(signature) != self._signature_bytes:
             return "bad-signature"
-        cache_key = (signed.payload, signature)
+        hasher = hashlib.sha256(signature)
+        hasher.update(signed.payload)
+        cache_key = hasher.digest()
         if cache_key in self._verified:
             return None
         data = self._prefixes[type(signed.message)] + signed.payload
         if not self._verifier.verify(key, signature, data):
             return "bad-signature"
-        if len(self._verified) >= _VERIFIED_CACHE_ENTRIES:
-            self._verified.clear()
-        self._verified.add(cache_key)
+        self._remember(cache_key)
         return None
+
+    def _remember(self, cache_key: bytes) -> None:
+        if len(self._verified) >= self.cache_entries:
+            self._verified.clear()
+            self._verified_bytes = 0
+        self._verified.add(cache_key)
+        self._verified_bytes += len(cache_key)
+
+    def cache_bytes(self) -> int:
+        """Bytes of keys the verification cache holds (32 per entry)."""
+        return self._verified_bytes
 
     def verify_all(self, signed_messages: tuple[Signed[Any], ...]) -> bool:
         return all(self.verify(signed) is None for signed in signed_messages)
@@ -125,6 +148,21 @@ class Authenticator:
         connection only that client's requests. The signature is still checked
         (see the module docstring).
         """
+        decoded = self.decode(data, accept, channel)
+        if type(decoded) is Rejection:
+            return decoded
+        reason = self.verify(decoded)
+        if reason is not None:
+            return Rejection(decoded.message.TYPE, reason)
+        return decoded
+
+    def decode(
+        self,
+        data: bytes,
+        accept: tuple[type, ...],
+        channel: tuple[str, int] | None = None,
+    ) -> Signed[Any] | Rejection:
+        """:meth:`open` without the signature check: the caller must :meth:`verify`."""
         try:
             signed = decode_signed(data, self._max_message_bytes)
         except DecodeError:
@@ -134,9 +172,6 @@ class Authenticator:
             return Rejection(message.TYPE, "wrong-recipient")
         if channel is not None and not _fits_channel(message, channel):
             return Rejection(message.TYPE, "channel-mismatch")
-        reason = self.verify(signed)
-        if reason is not None:
-            return Rejection(message.TYPE, reason)
         return signed
 
 

@@ -8,9 +8,12 @@ live apart from the replica's state and are tested on their own:
 * :func:`certificate_is_valid`: a prepared certificate is a PRE-PREPARE from the
   primary of its view plus 2f matching PREPAREs from distinct backups (§4.2,
   §4.4).
-* :func:`check_view_change`: a VIEW-CHANGE is usable if its checkpoint proof is;
-  each prepared certificate in it is checked on its own, and a bad one is
-  discarded without discarding the others.
+* :func:`check_view_change`: a VIEW-CHANGE is usable if it has the shape an
+  honest replica's has (at most one certificate per sequence number, inside
+  (h, h+L], each with quorum-1 PREPAREs, no bigger than
+  :attr:`pbft.bounds.MessageBounds.view_change`) and its checkpoint proof is
+  valid; each prepared certificate in it is then checked on its own, and one
+  with a bad signature or digest is discarded without discarding the others.
 * :func:`commit_certificate_is_valid`: a PRE-PREPARE with 2f+1 matching COMMITs
   proves what committed at a sequence number (used to catch up).
 * :func:`compute_new_view`: the paper's computation of O from V (§4.4): for
@@ -26,6 +29,7 @@ from typing import Any
 import attrs
 
 from pbft.auth import Authenticator
+from pbft.bounds import message_bounds
 from pbft.config import ClusterConfig, ProtocolParams
 from pbft.messages import (
     Checkpoint,
@@ -93,23 +97,17 @@ def pre_prepare_is_well_formed(
 def certificate_is_valid(
     auth: Authenticator,
     config: ClusterConfig,
-    certificate: PreparedCertificate,
     params: ProtocolParams,
-    *,
-    below_view: int,
-    low_watermark: int,
+    certificate: PreparedCertificate,
 ) -> bool:
-    """Is ``certificate`` a real prepared certificate for a view below ``below_view``?
+    """Is ``certificate`` a real prepared certificate?
 
     §4.4: P contains, for each prepared request, the PRE-PREPARE and 2f
     (quorum - 1 when n > 3f+1) matching, valid PREPAREs signed by distinct
-    backups (never the primary of that view), for a sequence number in (h, h+L].
+    backups (never the primary of that view). Its view and sequence number are
+    checked with the VIEW-CHANGE's shape (:func:`view_change_shape_defect`).
     """
     pre_prepare = certificate.pre_prepare.message
-    if pre_prepare.view >= below_view:
-        return False
-    if not low_watermark < pre_prepare.seq <= low_watermark + params.log_window:
-        return False
     if not _pre_prepare_is_valid(auth, config, params, certificate.pre_prepare):
         return False
     voters = _distinct_matching_voters(auth, pre_prepare, certificate.prepares)
@@ -195,12 +193,17 @@ def check_view_change(
 ) -> CheckedViewChange | None:
     """Validate a VIEW-CHANGE's content (its own signature is checked by the caller).
 
-    An invalid checkpoint proof makes the message useless (its stable_seq
-    cannot be trusted); an invalid prepared certificate is dropped alone.
+    A VIEW-CHANGE no honest replica could have sent is refused whole: more
+    certificates than the window has sequence numbers would make every NEW-VIEW
+    that carries it too big to send (a faulty replica could halt view changes),
+    so shape and size are checked first, before any signature. An invalid
+    checkpoint proof makes the message useless (its stable_seq cannot be
+    trusted); a certificate whose signatures or digest do not check out is
+    dropped alone.
     """
-    view_change = signed.message
-    if view_change.new_view == 0:
+    if view_change_shape_defect(config, params, signed) is not None:
         return None
+    view_change = signed.message
     stable_digest = checkpoint_proof_digest(
         auth, config, view_change.stable_seq, view_change.checkpoint_proof
     )
@@ -208,19 +211,44 @@ def check_view_change(
         return None
     certificates: dict[int, PreparedCertificate] = {}
     for certificate in view_change.prepared:
-        if not certificate_is_valid(
-            auth,
-            config,
-            certificate,
-            params,
-            below_view=view_change.new_view,
-            low_watermark=view_change.stable_seq,
-        ):
-            continue
-        known = certificates.get(certificate.seq)
-        if known is None or _outranks(certificate, known):
+        if certificate_is_valid(auth, config, params, certificate):
             certificates[certificate.seq] = certificate
     return CheckedViewChange(signed, stable_digest, certificates)
+
+
+def view_change_shape_defect(
+    config: ClusterConfig, params: ProtocolParams, signed: Signed[ViewChange]
+) -> str | None:
+    """What makes ``signed`` a VIEW-CHANGE no honest replica sends, or None (no crypto).
+
+    An honest VIEW-CHANGE for v+1 (§4.4) names a view above 0, a stable checkpoint
+    at a multiple of K with at most n CHECKPOINTs as proof, and at most one
+    prepared certificate per sequence number in (h, h+L], each for a view below
+    v+1 with exactly quorum-1 PREPAREs, and fits its size bound.
+    """
+    view_change = signed.message
+    if view_change.new_view == 0:
+        return "view-zero"
+    if len(signed.payload) > message_bounds(config, params).view_change:
+        return "too-large"
+    if view_change.stable_seq % params.checkpoint_interval:
+        return "stable-seq-not-a-checkpoint"
+    if len(view_change.checkpoint_proof) > config.n:
+        return "checkpoint-proof-too-long"
+    seen: set[int] = set()
+    low = view_change.stable_seq
+    for certificate in view_change.prepared:
+        seq = certificate.seq
+        if seq in seen:
+            return "two-certificates-for-one-seq"
+        if not low < seq <= low + params.log_window:
+            return "certificate-outside-window"
+        if certificate.view >= view_change.new_view:
+            return "certificate-from-a-later-view"
+        if len(certificate.prepares) != config.quorum - 1:
+            return "certificate-with-wrong-prepare-count"
+        seen.add(seq)
+    return None
 
 
 def _outranks(candidate: PreparedCertificate, incumbent: PreparedCertificate) -> bool:

@@ -95,12 +95,17 @@ class ProtocolParams:
     state_transfer_timeout_ticks: int = 500
     #: Largest signed REQUEST accepted; a PRE-PREPARE carries at most
     #: ``batch_size`` of them, and VIEW-CHANGE and NEW-VIEW carry whole windows
-    #: of PRE-PREPAREs, so this bounds every message (see :meth:`largest_message_bytes`).
+    #: of PRE-PREPAREs, so this bounds every message (see :mod:`pbft.bounds`).
     max_request_bytes: int = 4096
     #: Largest encoded message accepted.
     max_message_bytes: int = 64 * 1024 * 1024
-    #: Messages of a view not yet entered that are kept until its NEW-VIEW.
+    #: Messages of a view not yet entered that are kept until its NEW-VIEW, in all
+    #: (each sender gets an n-th share of both figures; see pbft.replica_gate).
     future_buffer_messages: int = 1024
+    #: Bytes of such messages kept, in all.
+    future_buffer_bytes: int = 8 * 1024 * 1024
+    #: Signature checks remembered (32 bytes each); the cache empties when full.
+    verified_cache_entries: int = 8192
 
     def __attrs_post_init__(self) -> None:
         if self.checkpoint_interval < 1:
@@ -120,17 +125,6 @@ class ProtocolParams:
             raise ConfigError("max_request_bytes must be at least 128")
         if self.max_message_bytes < 1024:
             raise ConfigError("max_message_bytes must be at least 1024")
-
-    def largest_message_bytes(self, config: ClusterConfig) -> int:
-        """An upper bound on the size of any message an honest replica sends.
-
-        The largest is a NEW-VIEW: a quorum of VIEW-CHANGEs, each with a
-        certificate per sequence number of the window (a PRE-PREPARE with a full
-        batch and quorum-1 PREPAREs), plus the window of re-issued PRE-PREPAREs.
-        """
-        signed_overhead = 128  # framing of a signed message: tags, numbers, signature
-        pre_prepare = self.batch_size * (self.max_request_bytes + 16) + 3 * signed_overhead
-        certificate = pre_prepare + (config.quorum - 1) * signed_overhead
-        checkpoint_proof = config.quorum * signed_overhead
-        view_change = self.log_window * certificate + checkpoint_proof + signed_overhead
-        return config.quorum * view_change + self.log_window * pre_prepare + signed_overhead
+        for name in ("future_buffer_messages", "future_buffer_bytes", "verified_cache_entries"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be at least 0")

@@ -35,6 +35,7 @@ from typing import Any
 import msgpack
 
 from pbft.auth import Authenticator, Rejection
+from pbft.bounds import message_bounds
 from pbft.certificates import (
     GENESIS_DIGEST,
     CheckedViewChange,
@@ -78,7 +79,9 @@ from pbft.messages import (
     batch_digest,
 )
 from pbft.replica_checkpoints import CheckpointMixin
+from pbft.replica_gate import BUFFERED, GateMixin
 from pbft.replica_recovery import RecoveryMixin
+from pbft.replica_stores import StoresMixin
 from pbft.replica_view_change import ViewChangeMixin
 from pbft.service import KeyValueStore, Service
 
@@ -101,11 +104,7 @@ VIEW_CHANGE_TIMER = "view-change"
 VIEW_CHANGE_RESEND_TIMER = "view-change-resend"
 STATE_TRANSFER_TIMER = "state-transfer"
 CATCH_UP_TIMER = "catch-up"
-
-#: A handler's verdict for a message kept until its view starts.
-BUFFERED = "buffered"
-#: Equivocation proofs kept at once; the oldest goes first.
-MAX_EVIDENCE = 64
+NEW_VIEW_RELAY_TIMER = "new-view-relay"
 
 
 class Slot:
@@ -121,7 +120,7 @@ class Slot:
         self.committed = False
 
 
-class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
+class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, RecoveryMixin):
     """One PBFT replica: ``step(event) -> list[Effect]``."""
 
     def __init__(
@@ -140,14 +139,22 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         self.id = replica_id
         self.config = config
         self.params = params or ProtocolParams()
-        largest = self.params.largest_message_bytes(config)
+        self.bounds = message_bounds(config, self.params)
+        by_type = self.bounds.by_type()
+        self._payload_bounds = {
+            cls: by_type[cls.TYPE] for cls in REPLICA_ACCEPTS if cls.TYPE in by_type
+        }
+        largest = self.bounds.frame
         if largest > self.params.max_message_bytes:
             raise ConfigError(
                 f"max_message_bytes = {self.params.max_message_bytes} is too small: a NEW-VIEW "
                 f"may take {largest} bytes with this window, batch size and request size"
             )
         self.service: Service = service if service is not None else KeyValueStore()
-        self.auth = Authenticator(config, signer, verifier, self.params.max_message_bytes)
+        self.auth = Authenticator(
+            config, signer, verifier, self.params.max_message_bytes,
+            self.params.verified_cache_entries,
+        )  # fmt: skip
         self.counters = Counters()
         self._others = tuple(i for i in range(config.n) if i != replica_id)
         self._effects: list[Effect] = []
@@ -198,10 +205,13 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         self.future: dict[int, list[Signed[Any]]] = {}
         #: The NEW-VIEW that started the current view, relayed to replicas that missed it.
         self.last_new_view: Signed[NewView] | None = None
-        self._checked_view_changes: dict[bytes, CheckedViewChange | None] = {}
+        #: Replicas sent our NEW-VIEW since the "new-view-relay" timer last fired.
+        self._new_view_relayed: set[int] = set()
 
         #: Proofs that a replica signed two conflicting messages (pbft.evidence).
         self.evidence: dict[EvidenceKey, Evidence] = {}
+        #: (sender, phase) of the proofs kept: one each.
+        self._evidence_held: set[tuple[int, str]] = set()
 
     # ------------------------------------------------------------------ driving
 
@@ -209,11 +219,16 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         """Advance the replica by one input; return what the environment must do."""
         self._effects = effects = []
         if type(event) is Receive:
-            opened = self.auth.open(event.data, REPLICA_ACCEPTS, event.channel)
-            if type(opened) is Rejection:
-                self._count_drop(opened.message_type, opened.reason)
+            # Cheap checks first, the signature next, the handler last (pbft.replica_gate).
+            decoded = self.auth.decode(event.data, REPLICA_ACCEPTS, event.channel)
+            if type(decoded) is Rejection:
+                self._count_drop(decoded.message_type, decoded.reason)
             else:
-                self._dispatch(opened)
+                reason = self._precheck(decoded) or self.auth.verify(decoded)
+                if reason is None:
+                    self._handle(decoded)
+                else:
+                    self._count_drop(decoded.message.TYPE, reason)
         elif type(event) is TimerFired:
             self._on_timer(event.name)
         else:
@@ -222,10 +237,15 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         return effects
 
     def _dispatch(self, signed: Signed[Any]) -> None:
+        """Handle an already verified message (one replayed from the future buffer)."""
+        reason = self._precheck(signed)
+        if reason is not None:
+            self._count_drop(signed.message.TYPE, reason)
+        else:
+            self._handle(signed)
+
+    def _handle(self, signed: Signed[Any]) -> None:
         message = signed.message
-        if type(message) is not Request and message.sender == self.id:
-            self._count_drop(message.TYPE, "own-message")
-            return
         reason = self._handlers[type(message)](self, signed)
         if reason is None:
             self.counters.accept(message.TYPE)
@@ -242,6 +262,8 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
             self._retry_state_transfer()
         elif name == CATCH_UP_TIMER:
             self._catch_up()
+        elif name == NEW_VIEW_RELAY_TIMER:
+            self._new_view_relayed.clear()
 
     # ----------------------------------------------------------------- helpers
 
@@ -276,7 +298,9 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         Called where a second message from one sender for one slot is refused;
         the first stays the one used. Two validly signed messages that conflict
         (:func:`pbft.evidence.conflicting`) prove the sender faulty, to anyone:
-        keep them once per slot, count them, and tell the driver.
+        count them, and keep and announce the first proof per (sender, phase):
+        one proves the sender faulty, and a bound per sender and phase bounds
+        the store in bytes (two of the phase's largest messages each).
         """
         if held.payload == received.payload or held.message.sender == self.id:
             # A plain retransmission; or our own vote, met again only when
@@ -287,45 +311,21 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         evidence = Evidence(held, received)
         if evidence.key in self.evidence:
             return
-        if len(self.evidence) >= MAX_EVIDENCE:
-            del self.evidence[next(iter(self.evidence))]
-        self.evidence[evidence.key] = evidence
         self.counters.drop(evidence.phase, "equivocation")
+        proven = (evidence.sender, evidence.phase)
+        if proven in self._evidence_held:
+            return
+        self._evidence_held.add(proven)
+        self.evidence[evidence.key] = evidence
         self._emit(EquivocationDetected(evidence))
 
-    def _in_window(self, seq: int, sender: int) -> str | None:
-        """§4.2: accept only sequence numbers between the watermarks, h < n <= h+L."""
-        if seq <= self.low_watermark:
-            return "stale"
+    def _above_window(self, seq: int, sender: int) -> str | None:
+        """§4.2: accept only sequence numbers up to the high watermark h+L (those at or
+        below h were refused by :meth:`_precheck`)."""
         if seq > self.low_watermark + self.params.log_window:
             self._note_ahead(sender)
             return "outside-watermarks"
         return None
-
-    def _view_gate(self, signed: Signed[Any], view: int) -> str | None:
-        """Normal-case messages count only in the current, active view (§4.2, §4.4).
-
-        A message of the next view (or of the view being changed into, before
-        its NEW-VIEW) is kept and replayed when that view starts; it is never
-        processed in the current view. Each sender gets an equal share of the
-        buffer, so one faulty replica cannot crowd the others out, and messages
-        for views further ahead are dropped: a replica that far behind catches
-        up through the NEW-VIEW and checkpoints instead.
-        """
-        if view < self.view:
-            return "old-view"
-        if view == self.view and self.view_active:
-            return None
-        if view > self.view + 1:
-            return "future-view"
-        sender = signed.message.sender
-        messages = self.future.setdefault(sender, [])
-        if len(messages) >= self.params.future_buffer_messages // self.config.n:
-            return "future-view-buffer-full"
-        if any(kept.payload == signed.payload for kept in messages):
-            return "duplicate"
-        messages.append(signed)
-        return BUFFERED
 
     def _slot(self, seq: int) -> Slot:
         slot = self.slots.get(seq)
@@ -453,11 +453,7 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         PRE-PREPARE for (v, n) with another digest was accepted."""
         pre_prepare = signed.message
         reason = self._view_gate(signed, pre_prepare.view)
-        if reason is not None:
-            return reason
-        if pre_prepare.sender != self.primary:
-            return "not-primary"
-        reason = self._in_window(pre_prepare.seq, pre_prepare.sender)
+        reason = reason or self._above_window(pre_prepare.seq, pre_prepare.sender)
         if reason is not None:
             return reason
         slot = self.slots.get(pre_prepare.seq)
@@ -504,11 +500,9 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         """
         prepare = signed.message
         reason = self._view_gate(signed, prepare.view)
-        reason = reason or self._in_window(prepare.seq, prepare.sender)
+        reason = reason or self._above_window(prepare.seq, prepare.sender)
         if reason is not None:
             return reason
-        if prepare.sender == self.primary:
-            return "prepare-from-primary"
         slot = self._slot(prepare.seq)
         held = slot.prepares.get(prepare.sender)
         if held is not None:
@@ -544,7 +538,8 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
     def _on_commit(self, signed: Signed[Commit]) -> str | None:
         """§4.2: record a COMMIT of the current view within the watermarks."""
         commit = signed.message
-        reason = self._view_gate(signed, commit.view) or self._in_window(commit.seq, commit.sender)
+        reason = self._view_gate(signed, commit.view)
+        reason = reason or self._above_window(commit.seq, commit.sender)
         if reason is not None:
             return reason
         slot = self._slot(commit.seq)
@@ -671,9 +666,7 @@ class Replica(CheckpointMixin, ViewChangeMixin, RecoveryMixin):
         """Execute a batch proven committed by a PRE-PREPARE and 2f+1 COMMITs."""
         certificate = signed.message
         seq = certificate.pre_prepare.message.seq
-        if seq <= self.last_executed or seq in self.committed:
-            return "stale"
-        reason = self._in_window(seq, certificate.sender)
+        reason = self._above_window(seq, certificate.sender)
         if reason is not None:
             return reason
         if not commit_certificate_is_valid(self.auth, self.config, self.params, certificate):

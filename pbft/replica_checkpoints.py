@@ -48,11 +48,7 @@ class CheckpointMixin(_Base):
 
         Checkpoints are accepted in any view, including during a view change.
         """
-        checkpoint = signed.message
-        if checkpoint.seq % self.params.checkpoint_interval:
-            return "not-a-checkpoint-seq"
-        if checkpoint.seq <= self.low_watermark:
-            return "stale"
+        checkpoint = signed.message  # on the grid of K and above h (GateMixin._precheck)
         if checkpoint.seq > self.low_watermark + self.params.log_window:
             self._note_ahead(checkpoint.sender)
         return self._record_checkpoint(signed)

@@ -139,11 +139,7 @@ class RecoveryMixin(_Base):
                 return
             slot = self._slot(message.seq)
             if kind is PrePrepare:
-                slot.pre_prepare = signed
-                self.next_seq = max(self.next_seq, message.seq + 1)
-                for request in message.batch:
-                    key = (request.message.client, request.message.timestamp)
-                    self.assigned[key] = message.seq
+                self._reinstall_pre_prepare(signed)
             elif kind is Prepare:
                 slot.prepares[self.id] = signed
             else:
@@ -162,8 +158,17 @@ class RecoveryMixin(_Base):
             self.last_new_view = signed
             for pre_prepare in message.pre_prepares:
                 if pre_prepare.message.seq > self.low_watermark:
-                    self._slot(pre_prepare.message.seq).pre_prepare = pre_prepare
-                    self.next_seq = max(self.next_seq, pre_prepare.message.seq + 1)
+                    self._reinstall_pre_prepare(pre_prepare)
+
+    def _reinstall_pre_prepare(self, signed: Signed[PrePrepare]) -> None:
+        """A PRE-PREPARE we sent (alone or in O): its slot, the next sequence number
+        after it, and its requests marked assigned, so that a retransmitted request
+        is answered with it rather than proposed again (issue 8, hole 4)."""
+        message = signed.message
+        self._slot(message.seq).pre_prepare = signed
+        self.next_seq = max(self.next_seq, message.seq + 1)
+        for request in message.batch:
+            self.assigned[(request.message.client, request.message.timestamp)] = message.seq
 
 
 def _digest(snapshot: bytes) -> bytes:

@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
-#: Checked VIEW-CHANGEs remembered by payload (NEW-VIEW repeats them).
-_CHECKED_CACHE_ENTRIES = 256
 #: Longest timeout, as a multiple of the base one, however many view changes fail.
 _MAX_TIMEOUT_DOUBLINGS = 6
 
@@ -97,14 +95,6 @@ class ViewChangeMixin(_Base):
         """How many replicas sent a VIEW-CHANGE for ``view`` or a later view."""
         return sum(len(by_sender) for v, by_sender in self.view_changes.items() if v >= view)
 
-    def _prune_future_buffer(self) -> None:
-        for sender, messages in list(self.future.items()):
-            kept = [signed for signed in messages if _view_of(signed) >= self.view]
-            if kept:
-                self.future[sender] = kept
-            else:
-                del self.future[sender]
-
     def _resend_view_change(self) -> None:
         """Re-send our VIEW-CHANGE while the view change is incomplete."""
         if self.view_active:
@@ -121,14 +111,17 @@ class ViewChangeMixin(_Base):
     # --------------------------------------------------------------- receiving
 
     def _checked(self, signed: Signed[ViewChange]) -> CheckedViewChange | None:
-        cached = self._checked_view_changes.get(signed.payload, False)
-        if cached is not False:
-            return cached
-        checked = check_view_change(self.auth, self.config, self.params, signed)
-        if len(self._checked_view_changes) >= _CHECKED_CACHE_ENTRIES:
-            self._checked_view_changes.clear()
-        self._checked_view_changes[signed.payload] = checked
-        return checked
+        """Check a VIEW-CHANGE's content, or reuse the check of the very same bytes.
+
+        A NEW-VIEW repeats VIEW-CHANGEs the backup has mostly received already:
+        the one recorded for that sender and view is reused when its payload is
+        byte-identical (no cache of its own, so nothing more to bound).
+        """
+        view_change = signed.message
+        recorded = self.view_changes.get(view_change.new_view, {}).get(view_change.sender)
+        if recorded is not None and recorded.signed.payload == signed.payload:
+            return recorded
+        return check_view_change(self.auth, self.config, self.params, signed)
 
     def _on_view_change(self, signed: Signed[ViewChange]) -> str | None:
         """§4.4: collect valid VIEW-CHANGEs for views not yet entered."""
@@ -136,11 +129,8 @@ class ViewChangeMixin(_Base):
         if view_change.new_view < self.view or (
             view_change.new_view == self.view and self.view_active
         ):
-            if self.view_active and self.last_new_view is not None:
-                # The sender is still changing to a view we already entered: it
-                # missed the NEW-VIEW. Any replica may relay it, as it is signed
-                # by the new primary and proves itself.
-                self._send((view_change.sender,), self.last_new_view)
+            if self.view_active:
+                self._relay_new_view(view_change.sender)
             return "old-view"
         latest = self._latest_view_change_view(view_change.sender)
         if latest is not None and latest >= view_change.new_view:
@@ -157,6 +147,21 @@ class ViewChangeMixin(_Base):
         self._join_if_f_plus_one_ahead()
         self._after_view_change_recorded(view_change.new_view)
         return None
+
+    def _relay_new_view(self, sender: int) -> None:
+        """The sender is still changing to the view we entered: it missed the NEW-VIEW.
+
+        Any replica may relay the NEW-VIEW, as it is signed by the new primary
+        and proves itself. An honest replica re-sends its VIEW-CHANGE once per
+        T, so one relay per sender per T is all it needs; a replayed VIEW-CHANGE
+        must not buy a NEW-VIEW (up to a frame) each time it arrives.
+        """
+        if self.last_new_view is None or sender in self._new_view_relayed:
+            return
+        if not self._new_view_relayed:
+            self._emit(SetTimer("new-view-relay", self.params.view_change_timeout_ticks))
+        self._new_view_relayed.add(sender)
+        self._send((sender,), self.last_new_view)
 
     def _latest_view_change_view(self, sender: int) -> int | None:
         for view, by_sender in self.view_changes.items():
@@ -217,11 +222,7 @@ class ViewChangeMixin(_Base):
     def _on_new_view(self, signed: Signed[NewView]) -> str | None:
         """§4.4: accept NEW-VIEW only if V holds 2f+1 valid VIEW-CHANGEs for the view
         from distinct replicas and O is exactly what V yields."""
-        new_view = signed.message
-        if new_view.view < self.view or (new_view.view == self.view and self.view_active):
-            return "old-view"
-        if new_view.sender != self.config.primary(new_view.view):
-            return "not-primary"
+        new_view = signed.message  # of a view not yet entered, from its primary (_precheck)
         plan = self._verify_new_view(new_view)
         if plan is None:
             return "invalid-new-view"
@@ -290,8 +291,7 @@ class ViewChangeMixin(_Base):
         buffered = [signed for messages in self.future.values() for signed in messages]
         self.future = {}
         for signed in sorted(buffered, key=lambda signed: _view_of(signed)):
-            if _view_of(signed) >= view:
-                self._dispatch(signed)
+            self._dispatch(signed)
         self._execute_ready()
 
 

@@ -76,12 +76,14 @@ from pbft.messages import (
     CommitCertificate,
     FetchCommitted,
     FetchState,
+    NewView,
     Prepare,
     PrePrepare,
     Reply,
     Request,
     Signed,
     StateSnapshot,
+    ViewChange,
     batch_digest,
 )
 
@@ -89,7 +91,7 @@ from pbft.messages import (
 WEIGHTS: dict[str, float] = {
     "replay": 2, "mutant": 5, "vote": 2, "pre-prepare": 2, "checkpoint": 1,
     "view-change": 2, "new-view": 2, "state": 1, "fetch": 1, "commit-certificate": 1,
-    "reply": 1, "request": 1, "raw": 1, "burst": 0.1, "padded-view-change": 0.15,
+    "reply": 1, "request": 1, "raw": 1, "burst": 0.15, "padded-view-change": 0.15,
 }  # fmt: skip
 #: Generators that cost much (many or large messages): limited by ``large``.
 EXPENSIVE = ("burst", "padded-view-change")
@@ -132,7 +134,31 @@ class Byzantine(Behaviour):
     def outgoing(self, traitor: Traitor, effect: Effect) -> list[Effect]:
         if type(effect) in (SendToReplicas, SendToClient):
             self.pool.add(effect.message)
+        if type(effect) is SendToReplicas and self.injected < self.budget:
+            rewritten = self._rewrite_own(traitor, effect)
+            if rewritten is not None:
+                return [rewritten]
         return [effect]
+
+    def _rewrite_own(self, traitor: Traitor, effect: SendToReplicas) -> SendToReplicas | None:
+        """Now and then, the traitor's own VIEW-CHANGE padded or its NEW-VIEW spoiled:
+        the moments those attacks bite are the ones the honest code sends them in."""
+        message = effect.message.message
+        kind = type(message)
+        rng = traitor.rng
+        if getattr(message, "sender", None) != traitor.replica.id:
+            return None  # a relayed NEW-VIEW, say: not the traitor's own message
+        if kind is ViewChange and self.expensive < self.large and rng.random() < self.rate:
+            name, self.expensive = "own-view-change-padded", self.expensive + 1
+            signed = ViewAttacks(Kit.of(traitor, self.pool)).pad(effect.message)
+        elif kind is NewView and rng.random() < 0.5:
+            name = "own-new-view-spoiled"
+            signed = ViewAttacks(Kit.of(traitor, self.pool)).spoil(effect.message)
+        else:
+            return None
+        self.injected += 1
+        self.by_generator[name] = self.by_generator.get(name, 0) + 1
+        return SendToReplicas(effect.replicas, signed)
 
     # ------------------------------------------------------------- attacking
 
@@ -431,11 +457,22 @@ def _raw(kit: Kit) -> list[Effect]:
 
 
 def _burst(kit: Kit) -> list[Effect]:
-    """Fill one sender's share of a replica's next-view buffer, and one more."""
-    sender = kit.faulty()
+    """Fill one sender's share of a replica's next-view buffer, and one more: PRE-PREPAREs
+    with pooled batches when a faulty key is the next view's primary (the share's byte
+    bound then bites before its message count), else PREPAREs."""
+    view = kit.view + 1
+    primary = kit.config.primary(view)
     share = kit.params.future_buffer_messages // kit.config.n
     target = kit.targets()[:1]
-    view = kit.view + 1
+    if primary in kit.keyring.replica_ids:
+        pooled = list(kit.pool.items(Request))[: kit.params.batch_size]
+        batch = tuple(pooled)
+        messages = [
+            PrePrepare(view, kit.low + 1 + index, batch_digest(batch), batch, primary)
+            for index in range(share + 2)
+        ]
+        return [SendToReplicas(target, kit.keyring.sign_as(m, primary)) for m in messages]
+    sender = kit.faulty()
     return [
         SendToReplicas(
             target,

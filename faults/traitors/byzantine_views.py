@@ -15,7 +15,7 @@ VIEW-CHANGE only, recompute O, and bound what they keep. This module builds:
   outside (h, h+L], reordered, truncated;
 * padded VIEW-CHANGEs: junk certificates repeated until the message is larger
   than the largest NEW-VIEW share an honest replica could need
-  (:meth:`pbft.config.ProtocolParams.largest_message_bytes` over the quorum),
+  (:attr:`pbft.bounds.MessageBounds.view_change`),
   the attack that makes every later NEW-VIEW too large to send;
 * NEW-VIEWs as the faulty primary of a coming view: V from pooled and freshly
   colluder-signed VIEW-CHANGEs, O computed exactly as backups do
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from pbft.bounds import message_bounds
 from pbft.certificates import check_view_change, compute_new_view
 from pbft.events import Effect
 from pbft.messages import (
@@ -121,7 +122,34 @@ class ViewAttacks:
     def padded_view_change(self) -> list[Effect]:
         """A VIEW-CHANGE past its honest bound, filled with repeated junk certificates."""
         kit = self.kit
-        bound = kit.params.largest_message_bytes(kit.config) // kit.config.quorum
+        stable_seq, proof = self.proof()
+        sender = kit.faulty()
+        message = ViewChange(kit.view + 1, stable_seq, proof, self._padding(), sender)
+        return kit.send(
+            kit.keyring.sign_as(message, sender),
+            tuple(r for r in range(kit.config.n) if r != kit.traitor.replica.id),
+        )
+
+    def pad(self, signed: Signed[ViewChange]) -> Signed[ViewChange]:
+        """The traitor's own VIEW-CHANGE, its real certificates followed by junk ones up
+        to past the honest bound: the attack of issue 8's hole 2."""
+        message = signed.message
+        padded = attrs.evolve(message, prepared=message.prepared + self._padding())
+        return self.kit.keyring.sign_as(padded, message.sender)
+
+    def spoil(self, signed: Signed[NewView]) -> Signed[NewView]:
+        """The traitor's own NEW-VIEW changed one way (see :meth:`_spoil`), re-signed."""
+        message = signed.message
+        view_changes, pre_prepares = list(message.view_changes), list(message.pre_prepares)
+        self._spoil(view_changes, pre_prepares, message.sender, self.kit.rng.randrange(7))
+        spoiled = attrs.evolve(
+            message, view_changes=tuple(view_changes), pre_prepares=tuple(pre_prepares)
+        )
+        return self.kit.keyring.sign_as(spoiled, message.sender)
+
+    def _padding(self) -> tuple[PreparedCertificate, ...]:
+        kit = self.kit
+        bound = message_bounds(kit.config, kit.params).view_change
         target = min(kit.rng.randint(bound, 2 * bound), 4 * 1024 * 1024)
         distinct = [self.junk_certificate() for _ in range(6)]
         size_each = max(
@@ -132,14 +160,7 @@ class ViewAttacks:
             )
             // 6,
         )
-        padding = tuple(distinct[i % 6] for i in range(target // size_each + 1))
-        stable_seq, proof = self.proof()
-        sender = kit.faulty()
-        message = ViewChange(kit.view + 1, stable_seq, proof, padding, sender)
-        return kit.send(
-            kit.keyring.sign_as(message, sender),
-            tuple(r for r in range(kit.config.n) if r != kit.traitor.replica.id),
-        )
+        return tuple(distinct[i % 6] for i in range(target // size_each + 1))
 
     def new_view(self) -> list[Effect]:
         kit = self.kit
@@ -173,11 +194,14 @@ class ViewAttacks:
         message = NewView(view, tuple(view_changes), tuple(pre_prepares), primary)
         return kit.send(kit.keyring.sign_as(message, primary))
 
-    def _spoil(self, view_changes: list[Any], pre_prepares: list[Any], primary: int) -> None:
-        """Change V or O in place, one way (or none: an honest-looking NEW-VIEW)."""
+    def _spoil(
+        self, view_changes: list[Any], pre_prepares: list[Any], primary: int, roll: int = -1
+    ) -> None:
+        """Change V or O in place, one way (roll 7: none, an honest-looking NEW-VIEW)."""
         kit = self.kit
         rng = kit.rng
-        roll = rng.randrange(8)
+        if roll < 0:
+            roll = rng.randrange(8)
         if roll == 0:
             # O's nested requests re-signed with zeroes: the same requests "by value".
             for index, signed in enumerate(pre_prepares):

@@ -18,6 +18,11 @@ then keep their plans explicitly).
   0.35 (on the primary, the next primary or a backup; with f = 2 the two
   traitors then collude, each holding both keys), alone or combined with the
   behaviour drawn for it.
+* A faulty next primary: in 12% of seeds replica 1, the primary of view 1,
+  is the one faulty replica, running the ``byzantine`` traitor, and the honest
+  primary of view 0 crashes early (restarting later): the view change to
+  view 1 then happens under a primary that may spoil its NEW-VIEW (issue 8,
+  hole 1 was found this way).
 * Byzantine clients: in a quarter of the seeds the last client is faulty,
   mostly in the ``byzantine`` mode that mixes all the others.
 * The network: 0 to 3 rules (partitions, loss, duplication, delay,
@@ -51,6 +56,8 @@ _PARAMS: dict[str, Callable[[random.Random], dict[str, Any]]] = {
 _BACKUP_BEHAVIOURS = sorted(name for name in BEHAVIOURS if name != "byzantine")
 #: Probability that a faulty replica also runs the byzantine traitor.
 BYZANTINE_SHARE = 0.35
+#: Probability of a faulty next primary with a crashed honest primary of view 0.
+NEXT_PRIMARY_SHARE = 0.12
 #: Probability that the last client is Byzantine.
 BYZANTINE_CLIENT_SHARE = 0.25
 
@@ -65,16 +72,21 @@ def draw_plan(seed: int, f: int | None = None) -> SimPlan:
     operations = rng.randint(20, 36)
     stabilization = rng.randint(1500, 4000)
     span = int(stabilization * rng.uniform(0.5, 0.9))
+    next_primary = rng.random() < NEXT_PRIMARY_SHARE
     faulty = [0] if rng.random() < 0.75 else []
     others = list(range(1, n))
     rng.shuffle(others)
     while len(faulty) < rng.randint(0, f) or (not faulty and rng.random() < 0.3):
         faulty.append(others.pop())
-    faulty = faulty[:f]
+    faulty = [1] if next_primary else faulty[:f]
     traitors: list[TraitorPlan] = []
     twin = None
     lossy_primary = False
     for replica in faulty:
+        if next_primary:
+            params = (("budget", 300), ("large", rng.randint(0, 1)), ("rate", 0.25))
+            traitors.append(TraitorPlan(replica, "byzantine", Trigger(), params))
+            continue
         if rng.random() < BYZANTINE_SHARE:
             traitors.append(_byzantine(rng, replica))
             if rng.random() < 0.4:
@@ -97,7 +109,10 @@ def draw_plan(seed: int, f: int | None = None) -> SimPlan:
             traitors.append(_draw_traitor(rng, replica, n, span))
     honest = [r for r in range(n) if r not in faulty]
     crashes = []
-    if rng.random() < (0.6 if 0 in honest else 0.3):
+    if next_primary:
+        at = rng.randint(span // 8, span // 3)
+        crashes.append(CrashPlan(0, at, rng.randint(at + 500, max(at + 500, span))))
+    elif rng.random() < (0.6 if 0 in honest else 0.3):
         at = rng.randint(0, span // 2)
         victim = 0 if 0 in honest and rng.random() < 0.7 else rng.choice(honest)
         crashes.append(CrashPlan(victim, at, rng.randint(at + 200, max(at + 200, span))))

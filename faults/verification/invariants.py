@@ -18,19 +18,39 @@ in a run whose executions happen to agree:
   not be able to pin memory. Measuring the stores walks them, so this check
   runs on every ``store_every``-th step of each replica (deterministically,
   by a per-replica step count), and only on cores that have the two methods.
+* **checkable by every honest replica**: whatever an honest replica accepts
+  as part of a certificate must convince any other honest replica. Each
+  prepared certificate an honest replica forms (the ``Prepared`` notice) is
+  checked again with an independent authenticator (``checker``, holding only
+  the cluster's public keys), nested client signatures included: a
+  certificate that would be dropped from the next VIEW-CHANGE by its peers
+  is how an acknowledged write gets lost (issue 8, hole 1).
+* **honest messages within their bounds**: every message an honest replica
+  sends, and every VIEW-CHANGE it keeps for the next NEW-VIEW, is no bigger
+  than the largest honest message of its type (:mod:`pbft.bounds`); one that
+  is bigger carries an adversary's padding, and a NEW-VIEW built from it may
+  outgrow the frame limit (issue 8, hole 2).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pbft.events import Committed, Prepared
+from pbft.certificates import certificate_is_valid
+from pbft.events import Committed, Prepared, SendToClient, SendToReplicas
 
 
 class StepInvariants:
     def __init__(
-        self, faulty: set[int], log_window: int, limit: int = 5, store_every: int = 8
+        self,
+        faulty: set[int],
+        log_window: int,
+        limit: int = 5,
+        store_every: int = 8,
+        checker: tuple[Any, Any, Any] | None = None,
     ) -> None:
+        #: (Authenticator, ClusterConfig, ProtocolParams) to re-check certificates with.
+        self.checker = checker
         self.faulty = faulty
         self.log_window = log_window
         self.limit = limit
@@ -38,6 +58,7 @@ class StepInvariants:
         self.violations: list[str] = []
         self._committed: dict[int, tuple[int, bytes]] = {}
         self._steps: dict[int, int] = {}
+        self._bounds: dict[int, dict[str, int]] = {}
 
     def _report(self, text: str) -> None:
         if len(self.violations) < self.limit:
@@ -67,11 +88,15 @@ class StepInvariants:
                     break
         for effect in effects:
             kind = type(effect)
-            if kind is Committed:
+            if kind is SendToReplicas or kind is SendToClient:
+                self._check_sent(replica_id, replica, effect.message)
+            elif kind is Committed:
                 message = effect.pre_prepare.message
                 self._committed.setdefault(message.seq, (replica_id, message.digest))
             elif kind is Prepared:
                 certificate = effect.certificate
+                if self.checker is not None:
+                    self._check_checkable(replica_id, certificate)
                 digest = certificate.pre_prepare.message.digest
                 known = self._committed.get(certificate.seq)
                 if known is not None and known[1] != digest:
@@ -81,7 +106,39 @@ class StepInvariants:
                         f"{replica_id} in view {certificate.view} as {digest.hex()[:16]}"
                     )
 
+    def _check_checkable(self, replica_id: int, certificate: Any) -> None:
+        assert self.checker is not None
+        auth, config, params = self.checker
+        if not certificate_is_valid(auth, config, params, certificate):
+            self._report(
+                f"checkable by every honest replica: replica {replica_id} prepared seq "
+                f"{certificate.seq} in view {certificate.view} with a certificate another "
+                f"honest replica refuses (a nested signature or the digest does not check)"
+            )
+
+    def _check_sent(self, replica_id: int, replica: Any, signed: Any) -> None:
+        by_type = self._bounds.get(replica_id)
+        if by_type is None:
+            bounds = getattr(replica, "bounds", None)
+            by_type = self._bounds[replica_id] = bounds.by_type() if bounds is not None else {}
+        bound = by_type.get(signed.message.TYPE)
+        if bound is not None and len(signed.payload) > bound:
+            self._report(
+                f"honest messages within their bounds: replica {replica_id} sent a "
+                f"{signed.message.TYPE} of {len(signed.payload)} bytes, above the largest "
+                f"honest one ({bound})"
+            )
+
     def _check_stores(self, replica_id: int, replica: Any) -> None:
+        bound = replica.bounds.view_change
+        for by_sender in replica.view_changes.values():
+            for sender, checked in by_sender.items():
+                if len(checked.signed.payload) > bound:
+                    self._report(
+                        f"honest messages within their bounds: replica {replica_id} keeps a "
+                        f"VIEW-CHANGE of {len(checked.signed.payload)} bytes from replica "
+                        f"{sender}, above the largest honest one ({bound})"
+                    )
         limits = replica.store_limits()
         for store, size in replica.store_bytes().items():
             bound = limits.get(store)

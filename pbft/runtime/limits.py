@@ -11,7 +11,7 @@ them all (docs/runtime.md, "Bounded resources"):
 * a frame is at most ``max_message_bytes`` plus :data:`FRAME_OVERHEAD_BYTES`;
 * a peer link's queue holds at most :func:`link_queue_bytes`: two of the
   largest messages an honest replica sends (a NEW-VIEW,
-  :meth:`ProtocolParams.largest_message_bytes`), and never less than one
+  :func:`pbft.bounds.message_bounds`), and never less than one
   frame, so anything that may be sent at all fits into an empty queue;
 * a client's reply queue holds at most :func:`client_queue_bytes`;
 * the evidence folder holds at most :func:`evidence_sender_bytes` per sender.
@@ -22,6 +22,7 @@ configuration whose largest honest message would not fit in a frame.
 
 from __future__ import annotations
 
+from pbft.bounds import message_bounds
 from pbft.config import ClusterConfig, ConfigError, ProtocolParams
 from pbft.runtime.framing import LARGEST_ENCODABLE_FRAME_BYTES
 
@@ -44,7 +45,7 @@ def max_frame_bytes(params: ProtocolParams) -> int:
 
 def link_queue_bytes(params: ProtocolParams, config: ClusterConfig) -> int:
     """Bytes one :class:`~pbft.runtime.links.PeerLink` may hold queued."""
-    largest = params.largest_message_bytes(config) + FRAME_OVERHEAD_BYTES
+    largest = message_bounds(config, params).frame + FRAME_OVERHEAD_BYTES
     return max(LINK_QUEUE_LARGEST_MESSAGES * largest, max_frame_bytes(params))
 
 
@@ -55,7 +56,7 @@ def client_queue_bytes(params: ProtocolParams) -> int:
 
 def evidence_sender_bytes(params: ProtocolParams, config: ClusterConfig) -> int:
     """Bytes of evidence files kept about one sender (one file per phase at most)."""
-    return max(EVIDENCE_SENDER_MIN_BYTES, params.largest_message_bytes(config))
+    return max(EVIDENCE_SENDER_MIN_BYTES, message_bounds(config, params).frame)
 
 
 def check_limits(params: ProtocolParams, config: ClusterConfig) -> None:
@@ -67,7 +68,7 @@ def check_limits(params: ProtocolParams, config: ClusterConfig) -> None:
             f"max_message_bytes = {params.max_message_bytes} is too large: a frame's "
             f"4-byte length allows at most {most}"
         )
-    largest = params.largest_message_bytes(config)
+    largest = message_bounds(config, params).frame
     if largest > params.max_message_bytes:
         raise ConfigError(
             f"max_message_bytes = {params.max_message_bytes} is too small: a NEW-VIEW of "

@@ -181,7 +181,8 @@ def test_a_forged_certificate_in_one_view_change_is_discarded_alone() -> None:
     cluster = _view_change_cluster()
     replica = cluster.replicas[1]
     good = cluster.replicas[2].prepared_certificates[1]
-    short = PreparedCertificate(good.pre_prepare, good.prepares[:1])
+    badly_signed = Signed(good.prepares[1].message, bytes(64), good.prepares[1].payload)
+    short = PreparedCertificate(good.pre_prepare, (good.prepares[0], badly_signed))
     fake_request = cluster.clients[0].auth.sign(Request(0, 9, kv.put("k", "evil")))
     fake_batch = (fake_request,)
     fake_pre_prepare = cluster.replicas[3].auth.sign(
@@ -255,3 +256,53 @@ def test_a_new_view_whose_o_carries_junk_client_signatures_is_rejected() -> None
     backup.step(Receive(encode_signed(bad)))
     assert fingerprint(backup) == before
     assert backup.counters.dropped[("NEW-VIEW", "invalid-new-view")] == 1
+
+
+def test_oversized_requests_are_refused_before_their_signature_and_pin_nothing() -> None:
+    """Hole 3 of issue 8: the signature cache was keyed by whole payloads and checked
+    before the size, so a client sending 100 one-MiB requests pinned ~100 MB. Now
+    the size is checked first, and the cache keeps 32-byte digests."""
+    cluster = busy_cluster(75)
+    replica = cluster.replicas[3]
+    client = cluster.clients[0]
+    cached = replica.store_bytes()["verified_cache"]
+    for timestamp in range(100, 120):
+        big = client.auth.sign(Request(0, timestamp, b"x" * (1 << 20)))
+        replica.step(Receive(encode_signed(big)))
+    assert replica.counters.dropped[("REQUEST", "request-too-large")] == 20
+    assert replica.store_bytes()["verified_cache"] == cached
+    small = client.auth.sign(Request(0, 200, kv.put("k", "v" * 2000)))
+    replica.step(Receive(encode_signed(small)))
+    assert replica.store_bytes()["verified_cache"] == cached + 32
+    limits = replica.store_limits()
+    assert all(size <= limits[store] for store, size in replica.store_bytes().items())
+
+
+def test_a_replayed_view_change_buys_one_new_view_relay_per_period() -> None:
+    """Hole 3 of issue 8: a replica in view 1 answered every replayed VIEW-CHANGE for a
+    view it already entered with its whole NEW-VIEW. Now each sender gets one relay per
+    T (an honest one re-sends its VIEW-CHANGE once per T), and another after that."""
+    from pbft.events import TimerFired
+
+    cluster = make_cluster(f=1, clients=2, seed=76)
+    cluster.network.crash(("replica", 0))
+    cluster.network.submit(0, [kv.put("a", "1")])
+    assert cluster.network.run_until_idle(100_000)
+    replica = cluster.replicas[2]
+    assert replica.view == 1 and replica.view_active and replica.last_new_view is not None
+    old = cluster.replicas[3].auth.sign(
+        ViewChange(1, 0, (), tuple(cluster.replicas[3].prepared_certificates.values()), 3)
+    )
+
+    def relays(effects) -> int:  # type: ignore[no-untyped-def]
+        return sum(
+            1
+            for e in effects
+            if type(getattr(e, "message", None)) is Signed and type(e.message.message) is NewView
+        )
+
+    sent = [relays(replica.step(Receive(encode_signed(old)))) for _ in range(10)]
+    assert sent == [1] + [0] * 9
+    assert replica.counters.dropped[("VIEW-CHANGE", "old-view")] == 10
+    replica.step(TimerFired("new-view-relay"))
+    assert relays(replica.step(Receive(encode_signed(old)))) == 1

@@ -118,3 +118,35 @@ def test_all_replicas_restarted_keep_every_acknowledged_write() -> None:
     assert cluster.network.run_until_idle(50_000)
     reads = [kv.decode_result(op.result) for op in cluster.network.operations[-22:]]
     assert reads == [acknowledged[key] for key in sorted(acknowledged)]
+
+
+def test_a_restarted_new_primary_does_not_propose_again_a_request_of_its_new_view() -> None:
+    """Issue 8, hole 4: a new primary restarted after its NEW-VIEW rebuilt O's slots from
+    its journal but not which requests they carry, so a client's retransmission made it
+    propose the same request again at a fresh sequence number."""
+    cluster = make_cluster(f=1, clients=1, seed=85)
+    journals = journaled(cluster)
+
+    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
+        return type(message.message) is not Commit
+
+    cluster.network.intercept = no_commits
+    cluster.network.invoke(0, kv.put("k", "A"))
+    cluster.network.run(20)
+    request = cluster.replicas[2].slots[1].pre_prepare.message.batch[0]
+    cluster.network.crash(("replica", 0))
+    assert cluster.network.run_until(lambda: cluster.replicas[1].view_active
+                                     and cluster.replicas[1].view == 1, 20_000)  # fmt: skip
+    new_view = cluster.replicas[1].last_new_view
+    assert new_view is not None
+    assert [p.message.batch for p in new_view.message.pre_prepares] == [(request,)]
+    fresh = restart(cluster, 1, journals[1])
+    assert fresh.view == 1 and fresh.view_active
+    effects = fresh.step(Receive(encode_signed(request)))
+    proposed = [
+        e.message.message
+        for e in effects
+        if type(e).__name__ == "SendToReplicas" and type(e.message.message) is PrePrepare
+    ]
+    assert all(p.seq == 1 for p in proposed), proposed
+    assert fresh.assigned[(request.message.client, request.message.timestamp)] == 1

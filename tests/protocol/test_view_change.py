@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from pbft import service as kv
@@ -174,16 +175,18 @@ def test_a_single_view_change_for_a_far_higher_view_moves_nobody() -> None:
 
 
 def test_messages_of_a_higher_view_are_not_processed_before_its_new_view() -> None:
-    """A PREPARE for view 1 arriving in view 0 is buffered, never counted in view 0."""
+    """A PREPARE for view 1 arriving in view 0 is buffered, never counted in view 0 (and
+    one from the primary of view 1, which never sends PREPAREs in it, is not kept)."""
     cluster = make_cluster(f=1, clients=1, seed=46)
     from pbft.messages import Prepare
 
     replica = cluster.replicas[3]
-    for sender in (1, 2):
+    for sender in (0, 1, 2):
         prepare = cluster.replicas[sender].auth.sign(Prepare(1, 1, b"d" * 32, sender))
         replica.step(Receive(encode_signed(prepare)))
     assert replica.slots == {}
-    assert sum(len(messages) for messages in replica.future.values()) == 2
+    assert sorted(replica.future) == [0, 2]
+    assert replica.counters.dropped[("PREPARE", "prepare-from-primary")] == 1
 
 
 def test_lost_view_change_messages_are_resent() -> None:
@@ -233,10 +236,45 @@ def test_one_faulty_replica_cannot_fill_the_future_view_buffer_for_others() -> N
     far = faulty.auth.sign(Prepare(10**9, 1, b"d" * 32, 2))
     replica.step(Receive(encode_signed(far)))
     assert replica.counters.dropped[("PREPARE", "future-view")] == 1
-    honest = cluster.replicas[1].auth.sign(Prepare(1, 1, b"e" * 32, 1))
+    honest = cluster.replicas[0].auth.sign(Prepare(1, 1, b"e" * 32, 0))
     replica.step(Receive(encode_signed(honest)))
-    assert replica.future[1] == [honest]
+    assert replica.future[0] == [honest]
     assert len(replica.future[2]) == cluster.params.future_buffer_messages // 4
+
+
+def test_the_future_view_buffer_is_bounded_in_bytes_per_sender() -> None:
+    """Hole 3 of issue 8: one replica could pin ~200 MB with big PRE-PREPAREs for the
+    next view, kept by count. Now each sender's share is bounded in bytes, a
+    PRE-PREPARE is kept only from the primary of its view, and one bigger than any
+    honest PRE-PREPARE is refused before its signature is checked."""
+    from pbft import service as kv
+    from pbft.messages import PrePrepare, Request, batch_digest
+
+    params = ProtocolParams(future_buffer_bytes=400_000)
+    cluster = make_cluster(f=1, clients=1, seed=51, params=params)
+    replica = cluster.replicas[3]
+    next_primary = cluster.replicas[1]
+    client = cluster.clients[0]
+    batch = tuple(client.auth.sign(Request(0, t, kv.put("k", "v" * 3000))) for t in range(16))
+    for seq in range(1, 60):
+        pre_prepare = PrePrepare(1, seq, batch_digest(batch), batch, 1)
+        replica.step(Receive(encode_signed(next_primary.auth.sign(pre_prepare))))
+    held = replica.store_bytes()["future"]
+    share = max(params.future_buffer_bytes // 4, replica.bounds.pre_prepare)
+    assert 0 < held <= share <= replica.store_limits()["future"] // 4
+    assert replica.counters.dropped[("PRE-PREPARE", "future-view-buffer-full")] > 0
+    # Not from the primary of view 1: not kept at all.
+    impostor = cluster.replicas[2].auth.sign(PrePrepare(1, 1, batch_digest(batch), batch, 2))
+    replica.step(Receive(encode_signed(impostor)))
+    assert 2 not in replica.future
+    assert replica.counters.dropped[("PRE-PREPARE", "not-primary")] == 1
+    # Bigger than any honest PRE-PREPARE: refused on its size, signature unchecked.
+    huge = (client.auth.sign(Request(0, 99, b"x" * replica.bounds.pre_prepare)),)
+    oversized = next_primary.auth.sign(PrePrepare(1, 70, batch_digest(huge), huge, 1))
+    forged = attrs.evolve(oversized, signature=bytes(64))
+    replica.step(Receive(encode_signed(forged)))
+    assert replica.counters.dropped[("PRE-PREPARE", "too-large")] == 1
+    assert replica.counters.dropped[("PRE-PREPARE", "bad-signature")] == 0
 
 
 def test_a_replica_changing_view_stops_proposing() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pbft.auth import Authenticator
+from pbft.bounds import message_bounds
 from pbft.config import ConfigError, ProtocolParams
 from pbft.evidence import Evidence
 from pbft.messages import Commit, Prepare
@@ -45,7 +46,7 @@ async def test_taking_a_batch_gives_the_bytes_back() -> None:
 def test_the_replica_link_bound_holds_two_largest_messages_and_one_frame() -> None:
     params = ProtocolParams()
     bound = link_queue_bytes(params, CONFIG)
-    assert bound >= 2 * params.largest_message_bytes(CONFIG)
+    assert bound >= 2 * message_bounds(CONFIG, params).frame
     assert bound >= max_frame_bytes(params)
 
 

@@ -40,11 +40,13 @@ from typing import Any
 import attrs
 
 import pbft.certificates as certificates
+import pbft.replica_gate as replica_gate
 import pbft.replica_view_change as replica_view_change
 from faults.verification.explore import run_seed
-from pbft.certificates import NewViewPlan, pre_prepare_is_well_formed
+from pbft.auth import Authenticator
+from pbft.certificates import NewViewPlan, compute_new_view, pre_prepare_is_well_formed
 from pbft.events import Committed, Prepared
-from pbft.messages import Commit, CommitCertificate, PreparedCertificate
+from pbft.messages import Commit, CommitCertificate, PreparedCertificate, ViewChange
 from pbft.replica import Replica
 
 _MISSING = object()
@@ -53,9 +55,11 @@ _MISSING = object()
 _HONEST_COMPUTE_NEW_VIEW = certificates.compute_new_view
 _HONEST_ON_PRE_PREPARE = Replica._on_pre_prepare
 _HONEST_VIEW_GATE = Replica._view_gate
+_HONEST_PRECHECK_VIEW = Replica._precheck_view
 _HONEST_EXECUTE_READY = Replica._execute_ready
 _HONEST_START_VIEW_CHANGE = Replica._start_view_change
 _HONEST_ENTER_VIEW = Replica._enter_view
+_HONEST_PRECHECK = Replica._precheck
 
 
 @attrs.frozen
@@ -169,8 +173,6 @@ def _pre_prepare_ignoring_watermarks(self: Replica, signed: Any) -> str | None:
     reason = self._view_gate(signed, pre_prepare.view)
     if reason is not None:
         return reason
-    if pre_prepare.sender != self.primary:
-        return "not-primary"
     slot = self.slots.get(pre_prepare.seq)
     if slot is not None and slot.pre_prepare is not None:
         if slot.pre_prepare.message.digest == pre_prepare.digest:
@@ -209,6 +211,11 @@ def _pre_prepare_latest_wins(self: Replica, signed: Any) -> str | None:
 def _view_gate_ignoring_old_views(self: Replica, signed: Any, view: int) -> str | None:
     """``_view_gate`` that takes a message of an earlier view as one of the current view."""
     return _HONEST_VIEW_GATE(self, signed, max(view, self.view))
+
+
+def _precheck_view_ignoring_old_views(self: Replica, view: int, seq: int) -> str | None:
+    """``_precheck_view`` that lets a message of an earlier view through."""
+    return _HONEST_PRECHECK_VIEW(self, max(view, self.view), seq)
 
 
 def _execute_without_waiting(self: Replica) -> None:
@@ -303,7 +310,8 @@ def _enter_view_numbering_from_min_s(
 
 
 def _on_new_view_unchecked(self: Replica, signed: Any) -> str | None:
-    """``_on_new_view`` that checks only who sent it: not its view, not V, not O."""
+    """``_on_new_view`` that checks only who sent it (and, in the precheck, its view): not
+    V, not O."""
     new_view = signed.message
     if new_view.sender != self.config.primary(new_view.view):
         return "not-primary"
@@ -330,14 +338,86 @@ def _check_view_change_trusting_checkpoint(
     stable_digest = proof[0].message.state_digest if proof else certificates.GENESIS_DIGEST
     kept: dict[int, PreparedCertificate] = {}
     for certificate in view_change.prepared:
-        valid = certificates.certificate_is_valid(
-            auth, config, certificate, params,
-            below_view=view_change.new_view, low_watermark=view_change.stable_seq,
-        )  # fmt: skip
+        valid = certificates.view_change_shape_defect(config, params, signed) is None
+        valid = valid and certificates.certificate_is_valid(auth, config, params, certificate)
         known = kept.get(certificate.seq)
         if valid and (known is None or certificates._outranks(certificate, known)):
             kept[certificate.seq] = certificate
     return certificates.CheckedViewChange(signed, stable_digest, kept)
+
+
+# ------------------------------------------------------- the holes of issue 8, reverted
+
+
+def _verify_new_view_by_value(self: Replica, new_view: Any) -> NewViewPlan | None:
+    """``_verify_new_view`` before hole 1 was closed: O compared by decoded value, which
+    ignores the nested client signatures (``Signed`` equality ignores signatures)."""
+    checked = []
+    senders: set[int] = set()
+    for signed in new_view.view_changes:
+        view_change = signed.message
+        if view_change.new_view != new_view.view or view_change.sender in senders:
+            return None
+        if self.auth.verify(signed) is not None:
+            return None
+        result = self._checked(signed)
+        if result is None:
+            return None
+        senders.add(view_change.sender)
+        checked.append(result)
+    if len(checked) < self.config.quorum:
+        return None
+    plan = compute_new_view(self.config, new_view.view, checked)
+    if len(plan.pre_prepares) != len(new_view.pre_prepares):
+        return None
+    for expected, signed in zip(plan.pre_prepares, new_view.pre_prepares, strict=True):
+        if signed.message != expected or self.auth.verify(signed):
+            return None
+    return plan
+
+
+def _no_shape_defect(config: Any, params: Any, signed: Any) -> str | None:
+    """``view_change_shape_defect`` before hole 2 was closed: any shape, any size."""
+    return None
+
+
+def _precheck_without_view_change_bound(self: Replica, signed: Any) -> str | None:
+    """``_precheck`` that lets a VIEW-CHANGE of any size through (hole 2 reverted)."""
+    if type(signed.message) is ViewChange:
+        return "own-message" if signed.message.sender == self.id else None
+    return _HONEST_PRECHECK(self, signed)
+
+
+def _verify_caching_payloads(self: Authenticator, signed: Any) -> str | None:
+    """``Authenticator.verify`` before hole 3 was closed: verified messages remembered by
+    their whole payload and signature (the fix keeps a 32-byte digest)."""
+    key = self.signer_key(signed.message)
+    if key is None:
+        return "non-member"
+    if len(signed.signature) != self._signature_bytes:
+        return "bad-signature"
+    cache_key = signed.payload + signed.signature
+    if cache_key in self._verified:
+        return None
+    data = self._prefixes[type(signed.message)] + signed.payload
+    if not self._verifier.verify(key, signed.signature, data):
+        return "bad-signature"
+    self._remember(cache_key)
+    return None
+
+
+def _view_gate_by_count(self: Replica, signed: Any, view: int) -> str | None:
+    """``_view_gate`` before hole 3 was closed: each sender's share of the next view's
+    buffer counted in messages only, whatever their size."""
+    if view == self.view and self.view_active:
+        return None
+    messages = self.future.setdefault(signed.message.sender, [])
+    if len(messages) >= self.params.future_buffer_messages // self.config.n:
+        return "future-view-buffer-full"
+    if any(kept.payload == signed.payload for kept in messages):
+        return "duplicate"
+    messages.append(signed)
+    return replica_gate.BUFFERED
 
 
 # ------------------------------------------------------------------------- catalogue
@@ -386,7 +466,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "view-not-matched",
         "PREPAREs and COMMITs of an earlier view count toward the current view's quorums",
         "§4.2",
-        _replica("_view_gate", _view_gate_ignoring_old_views),
+        _replica("_view_gate", _view_gate_ignoring_old_views)
+        + _replica("_precheck_view", _precheck_view_ignoring_old_views),
     ),
     Mutant(
         "execute-out-of-order",
@@ -444,17 +525,42 @@ MUTANTS: tuple[Mutant, ...] = (
         "a backup accepts NEW-VIEW without checking its view, V, or that O follows from V",
         "§4.4",
         _replica("_on_new_view", _on_new_view_unchecked),
-        gap="needs a faulty new primary whose NEW-VIEW's O does not follow from V (a "
-        "re-issued request replaced by a null request, or certificates stripped from V); "
-        "no behaviour rewrites NEW-VIEW",
+    ),
+    Mutant(
+        "new-view-o-compared-by-value",
+        "a backup compares NEW-VIEW's O with the O it computes by decoded value, so the "
+        "nested client signatures go unchecked (issue 8, hole 1)",
+        "§4.4",
+        _replica("_verify_new_view", _verify_new_view_by_value),
+    ),
+    Mutant(
+        "view-change-shape-unchecked",
+        "a VIEW-CHANGE of any shape and size is kept, its bad certificates dropped one by "
+        "one, so NEW-VIEWs that carry it outgrow the frame limit (issue 8, hole 2)",
+        "§4.4",
+        (
+            Patch(certificates, "view_change_shape_defect", _no_shape_defect),
+            Patch(Replica, "_precheck", _precheck_without_view_change_bound),
+        ),
+    ),
+    Mutant(
+        "verify-cache-keyed-by-payload",
+        "the signature cache keeps whole payloads, so signed traffic pins memory beyond "
+        "its bound (issue 8, hole 3)",
+        "§2 (bounded resources)",
+        (Patch(Authenticator, "verify", _verify_caching_payloads),),
+    ),
+    Mutant(
+        "future-buffer-bounded-by-count",
+        "the next view's buffer is bounded per sender in messages, not bytes (issue 8, hole 3)",
+        "§2 (bounded resources)",
+        _replica("_view_gate", _view_gate_by_count),
     ),
     Mutant(
         "checkpoint-proof-unverified",
         "a VIEW-CHANGE's stable checkpoint is believed without checking its 2f+1 proof",
         "§4.4",
         (Patch(replica_view_change, "check_view_change", _check_view_change_trusting_checkpoint),),
-        gap="needs a faulty replica whose VIEW-CHANGE claims a stable checkpoint it cannot "
-        "prove (a higher n, or a digest without 2f+1 signatures); no behaviour lies about it",
     ),
 )
 

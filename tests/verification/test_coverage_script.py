@@ -27,7 +27,9 @@ MODULES = [
     "pbft/encoding.py",
     "pbft/replica.py",
     "pbft/replica_checkpoints.py",
+    "pbft/replica_gate.py",
     "pbft/replica_recovery.py",
+    "pbft/replica_stores.py",
     "pbft/replica_view_change.py",
 ]
 ROW = re.compile(r"^\| (\S+) \| (\d+) \| ([\d.]+)% \| (\d+) \| (\d+) \| ([\d.]+)% \|$")
