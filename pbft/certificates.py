@@ -221,14 +221,13 @@ def view_change_shape_defect(
 ) -> str | None:
     """What makes ``signed`` a VIEW-CHANGE no honest replica sends, or None (no crypto).
 
-    An honest VIEW-CHANGE for v+1 (§4.4) names a view above 0, a stable checkpoint
-    at a multiple of K with at most n CHECKPOINTs as proof, and at most one
-    prepared certificate per sequence number in (h, h+L], each for a view below
-    v+1 with exactly quorum-1 PREPAREs, and fits its size bound.
+    An honest VIEW-CHANGE for v+1 (§4.4) names a stable checkpoint at a multiple
+    of K with at most n CHECKPOINTs as proof, and at most one prepared
+    certificate per sequence number in (h, h+L], each for a view below v+1 with
+    exactly quorum-1 PREPAREs, and fits its size bound. (A VIEW-CHANGE for view 0
+    never gets here: every replica starts in view 0, so it is always old.)
     """
     view_change = signed.message
-    if view_change.new_view == 0:
-        return "view-zero"
     if len(signed.payload) > message_bounds(config, params).view_change:
         return "too-large"
     if view_change.stable_seq % params.checkpoint_interval:

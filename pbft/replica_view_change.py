@@ -24,7 +24,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pbft.certificates import CheckedViewChange, NewViewPlan, check_view_change, compute_new_view
+from pbft.certificates import (
+    CheckedViewChange,
+    NewViewPlan,
+    check_view_change,
+    compute_new_view,
+    view_change_shape_defect,
+)
 from pbft.encoding import encode_message
 from pbft.events import CancelTimer, NewViewEntered, SetTimer, ViewChangeStarted
 from pbft.messages import NULL_DIGEST, NewView, PrePrepare, Signed, ViewChange
@@ -140,9 +146,13 @@ class ViewChangeMixin(_Base):
                 return "superseded"
             self._note_conflict(self.view_changes[latest][view_change.sender].signed, signed)
             return "duplicate"
+        # The shape is checked apart so that a drop says what was wrong with it.
+        defect = view_change_shape_defect(self.config, self.params, signed)
+        if defect is not None:
+            return defect
         checked = self._checked(signed)
         if checked is None:
-            return "invalid-view-change"
+            return "invalid-view-change"  # its checkpoint proof does not prove its stable seq
         self._record_view_change(checked)
         self._join_if_f_plus_one_ahead()
         self._after_view_change_recorded(view_change.new_view)

@@ -120,9 +120,20 @@ class Byzantine(Behaviour):
     def incoming(self, traitor: Traitor, event: Event) -> Event | None:
         if type(event) is Receive and len(event.data) <= 64 * 1024:
             try:
-                self.pool.add(decode_signed(event.data))
+                signed = decode_signed(event.data)
             except DecodeError:
-                pass
+                signed = None
+            if signed is not None:
+                self.pool.add(signed)
+                if (
+                    type(signed.message) is FetchState
+                    and self.injected < self.budget
+                    and traitor.rng.random() < 0.5
+                ):
+                    # A replica is fetching state: the moment a false STATE can bite.
+                    self.injected += 1
+                    self.by_generator["state"] = self.by_generator.get("state", 0) + 1
+                    self.wake += _state(Kit.of(traitor, self.pool))
         if (
             self.injected < self.budget
             and traitor.rng.random() < self.rate

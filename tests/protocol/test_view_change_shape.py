@@ -173,7 +173,7 @@ def test_a_view_change_of_a_shape_no_honest_replica_sends_is_refused_whole(defec
     replica = cluster.replicas[1]
     assert check_view_change(replica.auth, cluster.config, cluster.params, signed) is None
     replica.step(Receive(encode_signed(signed)))
-    assert replica.counters.dropped[("VIEW-CHANGE", "invalid-view-change")] == 1
+    assert replica.counters.dropped[("VIEW-CHANGE", defect)] == 1
     honest = cluster.replicas[3].auth.sign(_honest_view_change(cluster, 3))
     assert view_change_shape_defect(cluster.config, cluster.params, honest) is None
     checked = check_view_change(replica.auth, cluster.config, cluster.params, honest)
@@ -185,7 +185,9 @@ def test_view_zero_and_later_view_certificates_are_refused() -> None:
     honest = _honest_view_change(cluster, 3)
     auth = cluster.replicas[3].auth
     zero = auth.sign(attrs.evolve(honest, new_view=0))
-    assert view_change_shape_defect(cluster.config, cluster.params, zero) == "view-zero"
+    replica = cluster.replicas[1]
+    replica.step(Receive(encode_signed(zero)))
+    assert replica.counters.dropped[("VIEW-CHANGE", "old-view")] == 1
     # A certificate of view 0 cannot be in a VIEW-CHANGE for view 0 or below.
     certificate = honest.prepared[0]
     later = cluster.replicas[1].auth.sign(
