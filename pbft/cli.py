@@ -148,7 +148,7 @@ def _add_traitor_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--traitor", action="append", default=[], metavar="ID:BEHAVIOUR[:K=V,...]",
         help="make replica ID a traitor, e.g. 0:equivocate:targets=1+2 or 3:stall:ms=500 "
-        "(repeatable; behaviours: equivocate lie stall mute crash replay forge flood "
+        "(repeatable; behaviours: byzantine equivocate lie stall mute crash replay forge flood "
         "selective mutate; see docs/faults.md)",
     )  # fmt: skip
 
