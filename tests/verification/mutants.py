@@ -540,6 +540,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "§4.4",
         (
             Patch(certificates, "view_change_shape_defect", _no_shape_defect),
+            Patch(replica_view_change, "view_change_shape_defect", _no_shape_defect),
             Patch(Replica, "_precheck", _precheck_without_view_change_bound),
         ),
     ),
