@@ -8,7 +8,10 @@ or loop of a core module at a time (``pbft/replica*.py``, ``certificates.py``,
 ``0 .. --seeds - 1`` in ``--jobs`` processes, stopping at the first seed with a
 violation (any checker, a per-step invariant, or an exception in the simulation). A
 mutant the killer does not kill survives; with ``--protocol-tests`` every survivor is
-also run against the fast unit tests of tests/protocol, and both scores are reported.
+also run against the core's fast tests (tests/protocol and tests/unit, about 45 s when
+none fails), and both scores are reported. Mutants inside annotations are not run: every
+core module has ``from __future__ import annotations``, so they are equivalent by
+construction (counted and reported apart).
 
 Everything happens in a copy: the committed tree (``git archive HEAD``) is unpacked
 into ``--workdir`` and mutated there, so no mutated file can reach the checkout and
@@ -34,6 +37,7 @@ the tables again from an earlier ``--json`` file, with ``--equivalent`` applied.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import random
@@ -46,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+CORE_TESTS = ["tests/protocol", "tests/unit"]
 
 CORE = [
     "pbft/replica*.py",
@@ -152,19 +158,70 @@ def key(mutation: Any) -> str:
     return f"{mutation.module_path}:{mutation.operator_name}:{mutation.occurrence}"
 
 
-def sample_session(session: Path, size: int | None, seed: int) -> tuple[int, int]:
-    """Mark all but a seeded sample of the mutants as skipped; return (sample, total)."""
+Span = tuple[tuple[int, int], tuple[int, int]]
+
+
+def annotation_spans(path: Path) -> list[Span]:
+    """Where the module's annotations are, as ((line, col), (end line, end col)).
+
+    Every core module starts with ``from __future__ import annotations``: an annotation is
+    kept as a string and never evaluated (attrs reads only the names of annotated fields),
+    so no mutation inside one can change what the code does.
+    """
+    tree = ast.parse(path.read_text())
+    if not any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "__future__"
+        and any(alias.name == "annotations" for alias in node.names)
+        for node in tree.body
+    ):
+        return []
+    found: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            found.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns:
+            found.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+    return [
+        ((n.lineno, n.col_offset), (n.end_lineno or n.lineno, n.end_col_offset or 0)) for n in found
+    ]
+
+
+def in_annotation(mutation: Any, spans: dict[Path, list[Span]], workdir: Path) -> bool:
+    path = workdir / mutation.module_path
+    if path not in spans:
+        spans[path] = annotation_spans(path)
+    start = tuple(mutation.start_pos)
+    return any(begin <= start < end for begin, end in spans[path])
+
+
+def sample_session(
+    session: Path, workdir: Path, size: int | None, seed: int
+) -> tuple[int, int, int]:
+    """Skip the mutants inside annotations and all but a seeded sample of the rest.
+
+    Returns (sample, total, inside annotations).
+    """
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     with use_db(str(session), mode=WorkDB.Mode.open) as database:
         items = sorted(database.work_items, key=lambda item: key(item.mutations[0]))
-        if size is None or size >= len(items):
-            return len(items), len(items)
-        chosen = {item.job_id for item in random.Random(seed).sample(items, size)}
-        skipped = [item.job_id for item in items if item.job_id not in chosen]
-        database.set_multiple_results(skipped, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
-        return size, len(items)
+        spans: dict[Path, list[Span]] = {}
+        annotations = [i.job_id for i in items if in_annotation(i.mutations[0], spans, workdir)]
+        rest = [item for item in items if item.job_id not in set(annotations)]
+        skipped = list(annotations)
+        if size is not None and size < len(rest):
+            chosen = {item.job_id for item in random.Random(seed).sample(rest, size)}
+            skipped += [item.job_id for item in rest if item.job_id not in chosen]
+        else:
+            size = len(rest)
+        if skipped:
+            outcome = WorkResult(worker_outcome=WorkerOutcome.SKIPPED)
+            database.set_multiple_results(skipped, outcome)
+        return size, len(items), len(annotations)
 
 
 def run_session(workdir: Path, config: Path, session: Path, budget_s: float) -> bool:
@@ -207,10 +264,21 @@ def outcomes(session: Path) -> list[dict[str, Any]]:
                     "occurrence": mutation.occurrence,
                     "status": status,
                     "change": change(result.diff),
+                    "stable": stable_key(mutation, change(result.diff)),
                     "output": (result.output or "")[-300:],
                 }
             )
     return sorted(rows, key=lambda row: (row["module"], row["line"], row["key"]))
+
+
+def stable_key(mutation: Any, changed: str) -> str:
+    """``module:operator:before -> after``: unlike the occurrence number, it survives
+    edits elsewhere in the module, so judgements of equivalence stay attached."""
+    return f"{mutation.module_path}:{mutation.operator_name.split('/')[-1]}:{changed}"
+
+
+def judged(row: dict[str, Any], equivalent: dict[str, str]) -> str:
+    return equivalent.get(row.get("stable", ""), "")
 
 
 def change(diff: str | None) -> str:
@@ -231,7 +299,7 @@ def change(diff: str | None) -> str:
 
 
 def protocol_tests(workdir: Path, row: dict[str, Any], timeout: float) -> str:
-    """Apply one survivor in the copy and run tests/protocol against it."""
+    """Apply one survivor in the copy and run the core's fast tests against it."""
     module = workdir / row["module"]
     original = module.read_bytes()
     try:
@@ -252,7 +320,7 @@ def protocol_tests(workdir: Path, row: dict[str, Any], timeout: float) -> str:
                     "-q",
                     "-p",
                     "no:cacheprovider",
-                    "tests/protocol",
+                    *CORE_TESTS,
                 ],
                 cwd=workdir,
                 env=environment,
@@ -272,23 +340,27 @@ def protocol_tests(workdir: Path, row: dict[str, Any], timeout: float) -> str:
 def score(rows: list[dict[str, Any]], equivalent: dict[str, str], field: str) -> dict[str, Any]:
     ran = [row for row in rows if row["status"] not in ("not applied", "error")]
     survived = [row for row in ran if row[field] == "survived"]
-    judged = [row for row in survived if row["key"] in equivalent]
+    argued = [row for row in survived if judged(row, equivalent)]
     killed = len(ran) - len(survived)
-    counted = len(ran) - len(judged)
+    counted = len(ran) - len(argued)
     return {
         "mutants": len(ran),
         "killed": killed,
         "survived": len(survived),
-        "equivalent": len(judged),
+        "equivalent": len(argued),
         "score": round(100.0 * killed / counted, 1) if counted else None,
     }
 
 
-def markdown(rows, equivalent, scores, command, commit, sample, total, finished, protocol) -> str:
+def markdown(
+    rows, equivalent, scores, command, commit, sample, total, finished, protocol, annotations=0
+) -> str:
     late = " before the budget ran out"
     lines = [
-        f"Command: `{command}` (commit {commit[:10]}; {sample} of {total} Cosmic Ray mutants "
-        f"sampled, {scores['explorer']['mutants']} run{'' if finished else late}).",
+        f"Command: `{command}` (commit {commit[:10]}; of {total} Cosmic Ray mutants, "
+        f"{annotations} lie inside annotations and are equivalent by construction; {sample} "
+        f"of the other {total - annotations} sampled, {scores['explorer']['mutants']} "
+        f"run{'' if finished else late}).",
         "",
         "| killer | mutants run | killed | survived | judged equivalent | score |",
         "|---|---:|---:|---:|---:|---:|",
@@ -307,7 +379,7 @@ def markdown(rows, equivalent, scores, command, commit, sample, total, finished,
     lines += [f"| {module} | {run} | {left} |" for module, (run, left) in by_module.items()]
     survivors = [row for row in rows if row["status"] == "survived"]
     header = (
-        "| where | operator | mutation | tests/protocol | equivalent? |"
+        "| where | operator | mutation | core tests | equivalent? |"
         if protocol
         else ("| where | operator | mutation | equivalent? |")
     )
@@ -323,7 +395,7 @@ def markdown(rows, equivalent, scores, command, commit, sample, total, finished,
         cells = [f"{row['module']}:{row['line']}", row["operator"].split("/")[-1], f"`{mutation}`"]
         if protocol:
             cells.append(row.get("protocol", ""))
-        cells.append(equivalent.get(row["key"], ""))
+        cells.append(judged(row, equivalent))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -337,10 +409,11 @@ def rescore(args: argparse.Namespace) -> int:
     scores = {"explorer": score(rows, equivalent, "explorer")}
     protocol = all("both" in row for row in rows)
     if protocol:
-        scores["explorer + tests/protocol"] = score(rows, equivalent, "both")
+        scores["explorer + core tests"] = score(rows, equivalent, "both")
     run = earlier["run"]
     report = markdown(rows, equivalent, scores, run["command"], earlier["commit"],
-                      run["sample"], run["total"], run["finished"], protocol)  # fmt: skip
+                      run["sample"], run["total"], run["finished"], protocol,
+                      run.get("annotations", 0))  # fmt: skip
     print(report)
     if args.markdown:
         args.markdown.write_text(report)
@@ -359,13 +432,13 @@ def main() -> int:
     parser.add_argument(
         "--protocol-tests",
         action="store_true",
-        help="also run tests/protocol on the explorer's survivors",
+        help="also run the core's tests (tests/protocol, tests/unit) on the survivors",
     )
     parser.add_argument(
         "--protocol-minutes",
         type=float,
         default=15.0,
-        help="time for the tests/protocol stage (default 15)",
+        help="time for the core-tests stage (default 15)",
     )
     parser.add_argument("--equivalent", type=Path, help="JSON: mutant key -> why equivalent")
     parser.add_argument("--markdown", type=Path, help="write the tables here")
@@ -408,8 +481,12 @@ def main() -> int:
     config = write_config(workdir, modules, args.seeds, args.jobs, timeout)
     session = workdir / "session.sqlite"
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=workdir, check=True)
-    sample, total = sample_session(session, args.sample, args.sample_seed)
-    print(f"{sample} of {total} mutants to run", file=sys.stderr, flush=True)
+    sample, total, annotations = sample_session(session, workdir, args.sample, args.sample_seed)
+    print(
+        f"{total} mutants, {annotations} inside annotations (not run), {sample} to run",
+        file=sys.stderr,
+        flush=True,
+    )
     budget_s = args.budget_minutes * 60 - (time.monotonic() - started)
     finished = run_session(workdir, config, session, budget_s)
     restore_core(workdir, commit)
@@ -423,7 +500,7 @@ def main() -> int:
         for row in rows:
             if row["status"] != "survived":
                 row["protocol"] = "killed"
-            elif row["key"] in equivalent:
+            elif judged(row, equivalent):
                 row["protocol"] = "equivalent"
             elif time.monotonic() < protocol_deadline:
                 row["protocol"] = protocol_tests(workdir, row, timeout=300)
@@ -431,7 +508,7 @@ def main() -> int:
                 row["protocol"] = "not run"
             # Equivalent survivors, and those the unit tests did not reach, survive both.
             row["both"] = "killed" if row["protocol"] == "killed" else "survived"
-        scores["explorer + tests/protocol"] = score(rows, equivalent, "both")
+        scores["explorer + core tests"] = score(rows, equivalent, "both")
     command = "python scripts/mutation_score.py " + " ".join(sys.argv[1:])
     report = markdown(
         rows,
@@ -443,13 +520,14 @@ def main() -> int:
         total,
         finished,
         args.protocol_tests,
+        annotations,
     )
     print(report)
     if args.markdown:
         args.markdown.write_text(report)
     if args.json:
         run = {"command": command.strip(), "sample": sample, "total": total,
-               "finished": finished}  # fmt: skip
+               "annotations": annotations, "finished": finished}  # fmt: skip
         args.json.write_text(
             json.dumps({"commit": commit, "run": run, "scores": scores, "mutants": rows}, indent=1)
         )
