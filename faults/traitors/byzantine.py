@@ -68,6 +68,7 @@ import attrs
 from faults.traitors.base import Behaviour, BehaviourError, Traitor, Trigger
 from faults.traitors.byzantine_views import ViewAttacks
 from faults.traitors.forgery import UNDECODABLE, Keyring, MessagePool, Mutator
+from faults.traitors.wire import corrupt
 from pbft.encoding import DecodeError, decode_signed, encode_signed
 from pbft.events import Effect, Event, Receive, SendBytes, SendToClient, SendToReplicas
 from pbft.messages import (
@@ -133,7 +134,7 @@ class Byzantine(Behaviour):
                     # A replica is fetching state: the moment a false STATE can bite.
                     self.injected += 1
                     self.by_generator["state"] = self.by_generator.get("state", 0) + 1
-                    self.wake += _state(Kit.of(traitor, self.pool))
+                    self.wake += _state(Kit.of(traitor, self.pool), signed)
         if (
             self.injected < self.budget
             and traitor.rng.random() < self.rate
@@ -364,11 +365,15 @@ def _checkpoint(kit: Kit) -> list[Effect]:
     return kit.send(kit.keyring.resign(rng, Checkpoint(seq, digest, 0), honest_sender=0.03))
 
 
-def _state(kit: Kit) -> list[Effect]:
+def _state(kit: Kit, answering: Signed[FetchState] | None = None) -> list[Effect]:
+    """A false STATE. ``answering`` is a FETCH-STATE just received: the reply then claims
+    a seq the fetcher waits for, so only the proof or the snapshot can give it away."""
     rng = kit.rng
-    fetch = kit.pool.pick(rng, FetchState)
+    fetch = answering or kit.pool.pick(rng, FetchState)
     seq, proof = ViewAttacks(kit).proof()
-    if rng.random() < 0.3:
+    if answering is not None and rng.random() < 0.8:
+        seq = max(seq, answering.message.seq)
+    elif rng.random() < 0.3:
         seq = kit.mutator.number(seq)
     snapshot = rng.randbytes(rng.randint(0, 256))
     message = StateSnapshot(seq, snapshot, proof, kit.faulty())
@@ -428,9 +433,16 @@ def _reply(kit: Kit) -> list[Effect]:
         kit.faulty(),
         rng.randbytes(8),
     )
+    roll = rng.random()
     signed = kit.keyring.sign_as(reply, reply.sender)
-    if rng.random() < 0.3:
+    if roll < 0.25:
         return kit.send(signed)  # a REPLY sent to replicas, which take none
+    if roll < 0.45:
+        signed = kit.keyring.resign(rng, reply, honest_sender=0.3)  # often a forgery
+    clients = len(kit.config.client_keys)
+    if roll > 0.85 and clients > 1:
+        # Addressed to one client, delivered to another.
+        return [SendToClient((client + 1 + rng.randrange(clients - 1)) % clients, signed)]
     return [SendToClient(client, signed)]
 
 
@@ -453,13 +465,17 @@ def _request(kit: Kit) -> list[Effect]:
 
 
 def _raw(kit: Kit) -> list[Effect]:
+    """Bytes no encoder writes: random, or a seen message's encoding broken at one
+    nesting level (:func:`faults.traitors.wire.corrupt`), or a well-signed PREPARE
+    whose seq is past 2^63."""
     rng = kit.rng
     kinds = [kind for kind in kit.pool.kinds() if hasattr(kind, "TAG")]
-    roll = rng.randrange(3)
-    if roll == 0 and kinds:
-        data = encode_signed(kit.pool.pick(rng, kinds[rng.randrange(len(kinds))]))
-        data = data[: rng.randrange(len(data))]
-    elif roll == 1:
+    roll = rng.randrange(6)
+    if roll < 4 and kinds:
+        pooled = [kit.pool.pick(rng, kinds[rng.randrange(len(kinds))]) for _ in range(3)]
+        others = [signed.payload for signed in pooled[1:]]
+        _, data = corrupt(rng, encode_signed(pooled[0]), kit.params.max_message_bytes, others)
+    elif roll == 4:
         data = rng.randbytes(rng.randint(1, 512))
     else:
         huge = Prepare(kit.view, 2**63 + rng.randrange(2**63), b"\0" * 32, kit.faulty())

@@ -110,8 +110,13 @@ class Keyring:
             # The claimed sender stays as it is and a faulty key signs (Authenticator.sign
             # does not look at the sender): a forgery unless the sender is faulty too.
             return self.replicas[self.replica_ids[0]].sign(message)
-        if roll < honest_sender + 0.04:
+        if roll < honest_sender + 0.03:
             return self.zeroed(message)
+        if roll < honest_sender + 0.04:
+            # A signature of the wrong length, which no key makes.
+            zeroed = self.zeroed(message)
+            cut = rng.choice((0, 1, len(zeroed.signature) - 1))
+            return Signed(message, zeroed.signature[:cut], zeroed.payload)
         if roll < honest_sender + 0.07:
             outsider = self.any_auth().config.n + rng.randrange(3)
             if field == "client":

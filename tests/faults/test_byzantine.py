@@ -114,3 +114,37 @@ def test_byzantine_clients_do_not_hurt_honest_clients(mode: str) -> None:
     honest = [op for op in outcome.operations if op["client"] != 2]
     assert honest and all(op["return_ms"] is not None for op in honest)
     assert outcome.faults["client_rewrites"] > 0
+
+
+def test_wire_corruptions_are_refused_by_the_decoder_at_every_level() -> None:
+    """Every broken encoding faults.traitors.wire makes is one the decoder refuses,
+    and together they reach its refusals at the top and inside nested messages."""
+    from faults.traitors.wire import corrupt
+    from pbft import service as kv
+    from pbft.encoding import DecodeError, decode_signed, encode_signed
+    from pbft.messages import Prepare, PrePrepare
+    from pbft.simnet import make_cluster
+
+    cluster = make_cluster(f=1, clients=1, seed=5)
+    cluster.network.submit(0, [kv.put("a", "1")])
+    assert cluster.network.run_until_idle(10_000)
+    replica = cluster.replicas[1]
+    pre_prepare = next(s.pre_prepare for s in replica.slots.values() if s.pre_prepare)
+    assert type(pre_prepare.message) is PrePrepare and pre_prepare.message.batch
+    prepare = next(p for s in replica.slots.values() for p in s.prepares.values())
+    assert type(prepare.message) is Prepare
+    batch = pre_prepare.message.batch
+    messages = [encode_signed(pre_prepare), encode_signed(prepare)]
+    rng = random.Random(7)
+    seen = set()
+    for _ in range(3000):
+        name, data = corrupt(rng, rng.choice(messages), 4096, [prepare.payload, batch[0].payload])
+        seen.add(name)
+        with pytest.raises(DecodeError):
+            decode_signed(data, 4096)
+    for expected in (
+        "truncated", "non-canonical", "over-the-limit", "not-a-signed-pair", "long-signature",
+        "unknown-tag", "wrong-shape", "wrong-field", "nested-of-another-type",
+        "nested-wrong-field", "nested-unknown-tag",
+    ):  # fmt: skip
+        assert expected in seen, (expected, sorted(seen))
