@@ -9,9 +9,12 @@ or loop of a core module at a time (``pbft/replica*.py``, ``certificates.py``,
 violation (any checker, a per-step invariant, or an exception in the simulation). A
 mutant the killer does not kill survives; with ``--protocol-tests`` every survivor is
 also run against the core's fast tests (tests/protocol and tests/unit, about 45 s when
-none fails), and both scores are reported. Mutants inside annotations are not run: every
-core module has ``from __future__ import annotations``, so they are equivalent by
-construction (counted and reported apart).
+none fails), and both scores are reported. Two kinds of mutant are equivalent by
+construction and not run (counted and reported apart): those inside annotations (every
+core module has ``from __future__ import annotations``, so none is evaluated), and those
+that turn ``is`` into ``==`` or ``is not`` into ``!=`` (the core compares by identity
+only with None, classes and its own constants, where equality is identity: no core
+class defines an ``__eq__`` that equals None or a class).
 
 Everything happens in a copy: the committed tree (``git archive HEAD``) is unpacked
 into ``--workdir`` and mutated there, so no mutated file can reach the checkout and
@@ -197,12 +200,23 @@ def in_annotation(mutation: Any, spans: dict[Path, list[Span]], workdir: Path) -
     return any(begin <= start < end for begin, end in spans[path])
 
 
+#: Cosmic Ray operators that turn an identity test into an equality test.
+IDENTITY_TO_EQUALITY = ("ReplaceComparisonOperator_Is_Eq", "ReplaceComparisonOperator_IsNot_NotEq")
+
+
+def by_construction(mutation: Any, spans: dict[Path, list[Span]], workdir: Path) -> bool:
+    """Equivalent whatever the tests: see the module docstring."""
+    if mutation.operator_name.split("/")[-1] in IDENTITY_TO_EQUALITY:
+        return True
+    return in_annotation(mutation, spans, workdir)
+
+
 def sample_session(
     session: Path, workdir: Path, size: int | None, seed: int
 ) -> tuple[int, int, int]:
-    """Skip the mutants inside annotations and all but a seeded sample of the rest.
+    """Skip the mutants equivalent by construction and all but a seeded sample of the rest.
 
-    Returns (sample, total, inside annotations).
+    Returns (sample, total, equivalent by construction).
     """
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
@@ -210,7 +224,7 @@ def sample_session(
     with use_db(str(session), mode=WorkDB.Mode.open) as database:
         items = sorted(database.work_items, key=lambda item: key(item.mutations[0]))
         spans: dict[Path, list[Span]] = {}
-        annotations = [i.job_id for i in items if in_annotation(i.mutations[0], spans, workdir)]
+        annotations = [i.job_id for i in items if by_construction(i.mutations[0], spans, workdir)]
         rest = [item for item in items if item.job_id not in set(annotations)]
         skipped = list(annotations)
         if size is not None and size < len(rest):
@@ -358,7 +372,8 @@ def markdown(
     late = " before the budget ran out"
     lines = [
         f"Command: `{command}` (commit {commit[:10]}; of {total} Cosmic Ray mutants, "
-        f"{annotations} lie inside annotations and are equivalent by construction; {sample} "
+        f"{annotations} are equivalent by construction (inside annotations, or `is` made "
+        f"`==`); {sample} "
         f"of the other {total - annotations} sampled, {scores['explorer']['mutants']} "
         f"run{'' if finished else late}).",
         "",
@@ -483,7 +498,7 @@ def main() -> int:
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=workdir, check=True)
     sample, total, annotations = sample_session(session, workdir, args.sample, args.sample_seed)
     print(
-        f"{total} mutants, {annotations} inside annotations (not run), {sample} to run",
+        f"{total} mutants, {annotations} equivalent by construction (not run), {sample} to run",
         file=sys.stderr,
         flush=True,
     )
