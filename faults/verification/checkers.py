@@ -12,7 +12,9 @@ checkpoints, clients' histories) and returns the violations it finds, each a
 * :func:`check_linearizability`: the honest clients' key-value history is
   linearizable (:mod:`faults.verification.linearizability`);
 * :func:`check_liveness`: after the stabilization time, every operation of a
-  correct client completed within the bound.
+  correct client completed within the bound;
+* :func:`check_quiet` (runs without any fault only): no view change, and no
+  operation waited for a retransmission.
 
 A field missing from a report (a real cluster's report has no request
 timestamps, say) makes the checker that needs it skip, never fail.
@@ -130,6 +132,29 @@ def check_liveness(operations: Operations, stabilization_ms: int, bound_ms: int)
                     "liveness",
                     f"client {op['client']} {op['op']} {op['key']!r} invoked at "
                     f"{op['invoke_ms']} ms {returned} (deadline {deadline} ms)",
+                )
+            ]
+    return []
+
+
+def check_quiet(
+    final_views: Sequence[int], operations: Operations, retransmit_ms: int
+) -> list[Violation]:
+    """A run without any fault: no honest replica left view 0 and every operation
+    returned before its client's first retransmission. Protocols that stay safe and
+    live only by way of view changes and retransmissions (a primary that skips a
+    sequence number, a backup that believes it is the primary) fail here."""
+    if any(view != 0 for view in final_views):
+        return [Violation("quiet", f"a run without faults changed view: views {list(final_views)}")]
+    for op in operations:
+        returned = op["return_ms"]
+        if returned is None or returned - op["invoke_ms"] >= retransmit_ms:
+            took = "never returned" if returned is None else f"took {returned - op['invoke_ms']} ms"
+            return [
+                Violation(
+                    "quiet",
+                    f"a run without faults: client {op['client']} {op['op']} {op['key']!r} "
+                    f"invoked at {op['invoke_ms']} ms {took} (retransmission at {retransmit_ms})",
                 )
             ]
     return []

@@ -27,6 +27,8 @@ then keep their plans explicitly).
   mostly in the ``byzantine`` mode that mixes all the others.
 * The network: 0 to 3 rules (partitions, loss, duplication, delay,
   reordering), a lossy primary sometimes, an honest crash with restart.
+* Quiet runs: 5% of seeds have no fault at all, and must then need no view
+  change and no retransmission (:func:`faults.verification.checkers.check_quiet`).
 """
 
 from __future__ import annotations
@@ -60,10 +62,15 @@ BYZANTINE_SHARE = 0.35
 NEXT_PRIMARY_SHARE = 0.12
 #: Probability that the last client is Byzantine.
 BYZANTINE_CLIENT_SHARE = 0.25
+#: Probability of a run without any fault (drawn from its own stream, so that the
+#: other seeds keep their schedules).
+QUIET_SHARE = 0.05
 
 
 def draw_plan(seed: int, f: int | None = None) -> SimPlan:
     """The fault schedule of one seed: every random choice comes from ``seed``."""
+    if random.Random(f"quiet:{seed}").random() < QUIET_SHARE:
+        return _quiet_plan(random.Random(f"quiet-plan:{seed}"), f)
     rng = random.Random(seed)
     if f is None:
         f = 1 if rng.random() < 0.6 else 2
@@ -134,6 +141,19 @@ def draw_plan(seed: int, f: int | None = None) -> SimPlan:
         traitors=tuple(traitors), network=tuple(rules), crashes=tuple(crashes), twin=twin,
         byzantine_clients=byzantine_clients, stabilization_ms=stabilization,
         workload_span_ms=span,
+    )  # fmt: skip
+
+
+def _quiet_plan(rng: random.Random, f: int | None) -> SimPlan:
+    """No fault at all, checked by :func:`faults.verification.checkers.check_quiet`."""
+    if f is None:
+        f = 1 if rng.random() < 0.6 else 2
+    clients = rng.randint(2, 4)
+    workload = random_workload(rng, clients, rng.randint(20, 36), keys=rng.randint(2, 5))
+    stabilization = rng.randint(1500, 4000)
+    return SimPlan(
+        f=f, n=3 * f + 1, clients=clients, workload=workload, stabilization_ms=stabilization,
+        workload_span_ms=int(stabilization * rng.uniform(0.5, 0.9)), quiet=True,
     )  # fmt: skip
 
 

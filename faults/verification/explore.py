@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from faults.traitors.base import Trigger
-from faults.verification.checkers import Violation, check_run
+from faults.verification.checkers import Violation, check_quiet, check_run
 from faults.verification.draw import draw_plan as draw_plan  # re-exported: the explorer's API
 from faults.verification.reach import drop_reason_summary, fault_summary
 from faults.verification.sim import (
@@ -64,6 +64,8 @@ def run_plan(plan: SimPlan, seed: int, trace: Callable[[str], None] | None = Non
         outcome.replicas, outcome.operations, outcome.stabilization_ms, outcome.liveness_bound_ms
     )
     violations += [Violation("invariant", text) for text in outcome.invariant_violations]
+    if plan.quiet:
+        violations += check_quiet(outcome.views_seen, outcome.operations, plan.retransmit_ms)
     return SeedResult(
         seed, plan.n, tuple(violations), outcome.coverage, outcome.sim_ms,
         time.perf_counter() - started, outcome.trace_hash,

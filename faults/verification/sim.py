@@ -133,6 +133,9 @@ class SimPlan:
     #: When above 0, operations are released over [0, workload_span_ms] instead of
     #: all at once, so that faults drawn in that span meet traffic (timeline.py).
     workload_span_ms: int = 0
+    #: No fault at all: the run must need no view change and no client retransmission
+    #: (:func:`faults.verification.checkers.check_quiet`).
+    quiet: bool = False
 
     @property
     def faulty(self) -> set[int]:
