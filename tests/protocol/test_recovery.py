@@ -3,12 +3,14 @@ and catches up (restart amnesia is a classic PBFT bug; see PBFT-NOTES.md)."""
 
 from __future__ import annotations
 
+import attrs
+
 from pbft import service as kv
 from pbft.config import ProtocolParams
 from pbft.encoding import encode_signed
 from pbft.events import Receive
 from pbft.journal import MemoryJournal
-from pbft.messages import Commit, PrePrepare, Request, batch_digest
+from pbft.messages import Commit, NewView, PrePrepare, Request, batch_digest
 from pbft.replica import Replica
 from pbft.simnet import SimCluster, make_cluster
 from tests.conftest import assert_agreement, assert_same_state, completed_all, submit_puts
@@ -150,3 +152,124 @@ def test_a_restarted_new_primary_does_not_propose_again_a_request_of_its_new_vie
     ]
     assert all(p.seq == 1 for p in proposed), proposed
     assert fresh.assigned[(request.message.client, request.message.timestamp)] == 1
+
+
+class UnprunedJournal(MemoryJournal):
+    """A journal that never forgets: what is at or below a stable checkpoint, and the
+    VIEW-CHANGEs and NEW-VIEWs of past views, all stay (a journal that crashed half-way
+    through pruning, or was written by an older version, looks like this)."""
+
+    def _discard_up_to(self, seq: int) -> None:
+        pass
+
+    def record(self, replica, effects):  # type: ignore[no-untyped-def]
+        kept = dict(self._sent)
+        super().record(replica, effects)
+        self._sent = {**kept, **self._sent}
+
+
+def fingerprint(replica: Replica) -> tuple[object, ...]:
+    """Everything recovery rebuilds."""
+    return (
+        replica.view, replica.view_active, replica.low_watermark, replica.last_executed,
+        replica.next_seq, replica.checkpoint_state(),
+        sorted(
+            (seq, None if s.pre_prepare is None else s.pre_prepare.payload,
+             sorted(s.prepares), sorted(s.commits), s.prepared)
+            for seq, s in replica.slots.items()
+        ),
+        sorted((seq, c.view) for seq, c in replica.prepared_certificates.items()),
+        sorted(replica.committed),
+        {seq: sorted(votes) for seq, votes in replica.checkpoint_votes.items()},
+        {view: sorted(senders) for view, senders in replica.view_changes.items()},
+        None if replica.last_new_view is None else replica.last_new_view.payload,
+        sorted(replica.assigned.items()),
+    )  # fmt: skip
+
+
+def test_recovery_ignores_what_a_journal_failed_to_prune() -> None:
+    """Entries at or below the stable checkpoint, or of views before the current one,
+    bind nothing: a replica recovered from a journal that kept them is the replica
+    recovered from one that pruned them."""
+    params = ProtocolParams(batch_size=2, checkpoint_interval=4, log_window=8)
+    cluster = make_cluster(f=1, clients=2, seed=86, params=params)
+    pruned = {r: MemoryJournal() for r in cluster.replicas}
+    unpruned = {r: UnprunedJournal() for r in cluster.replicas}
+
+    def record(address, effects):  # type: ignore[no-untyped-def]
+        if address[0] == "replica":
+            node = cluster.network.nodes[address]
+            pruned[address[1]].record(node, effects)
+            unpruned[address[1]].record(node, effects)
+
+    cluster.network.on_step = record
+    submit_puts(cluster, per_client=9, prefix="a")
+    assert cluster.network.run_until_idle(100_000)
+    cluster.network.crash(("replica", 0))  # a view change, then more checkpoints
+    submit_puts(cluster, per_client=9, prefix="b")
+    assert cluster.network.run_until_idle(200_000)
+    assert cluster.replicas[1].view >= 1 and cluster.replicas[1].low_watermark >= 8
+    for replica in (1, 2, 3):
+        full, kept = unpruned[replica].load(), pruned[replica].load()
+        assert len(full.sent) > len(kept.sent) and len(full.committed) > len(kept.committed)
+        one, two = cluster.fresh_replica(replica), cluster.fresh_replica(replica)
+        effects_one, effects_two = one.recover(kept), two.recover(full)
+        assert fingerprint(one) == fingerprint(two), replica
+        assert [repr(e) for e in effects_one] == [repr(e) for e in effects_two]
+
+
+def test_recovered_slots_hold_only_the_current_views_pre_prepares() -> None:
+    """A certificate prepared in an older view goes back into the certificates kept for
+    the next view change, not into a slot of the current view as if prepared there."""
+    cluster = make_cluster(f=1, clients=1, seed=87)
+    journals = journaled(cluster)
+
+    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
+        return type(message.message) is not Commit
+
+    cluster.network.intercept = no_commits
+    cluster.network.invoke(0, kv.put("k", "A"))
+    cluster.network.run(20)
+    state = journals[2].load()
+    assert [c.view for c in state.certificates] == [0]
+    later = attrs.evolve(state, view=1, view_active=True, sent=())
+    fresh = cluster.fresh_replica(2)
+    fresh.recover(later)
+    assert 1 in fresh.prepared_certificates
+    assert all(
+        s.pre_prepare is None or s.pre_prepare.message.view == 1 for s in fresh.slots.values()
+    )
+
+
+def test_recovery_mid_view_change_ignores_view_changes_for_earlier_views() -> None:
+    """A replica restarted while changing view to v + 1 re-records its VIEW-CHANGE for
+    v + 1 only: the one it sent for v, which a journal may still hold, binds nothing."""
+    cluster = make_cluster(f=1, clients=1, seed=88)
+    pruned = {r: MemoryJournal() for r in cluster.replicas}
+    unpruned = {r: UnprunedJournal() for r in cluster.replicas}
+
+    def record(address, effects):  # type: ignore[no-untyped-def]
+        if address[0] == "replica":
+            node = cluster.network.nodes[address]
+            pruned[address[1]].record(node, effects)
+            unpruned[address[1]].record(node, effects)
+
+    def no_new_views(source, destination, message):  # type: ignore[no-untyped-def]
+        return type(message.message) is not NewView
+
+    cluster.network.on_step = record
+    cluster.network.intercept = no_new_views
+    cluster.network.crash(("replica", 0))
+    cluster.network.invoke(0, kv.put("k", "A"))
+    replica = cluster.replicas[2]
+    assert cluster.network.run_until(lambda: replica.view >= 2 and not replica.view_active, 50_000)
+    full, kept = unpruned[2].load(), pruned[2].load()
+    views = sorted(
+        s.message.new_view for s in full.sent if type(s.message).__name__ == "ViewChange"
+    )
+    assert views[0] < replica.view == views[-1]
+    one, two = cluster.fresh_replica(2), cluster.fresh_replica(2)
+    one.recover(kept)
+    two.recover(full)
+    assert fingerprint(one) == fingerprint(two)
+    assert sorted(two.view_changes) == [replica.view]

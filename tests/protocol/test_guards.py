@@ -1,0 +1,222 @@
+"""Guards the explorer cannot see, checked one by one.
+
+Each test here pins a comparison of the core that a mutation tool changed without any
+explorer seed noticing (scripts/mutation_score.py, docs/verification.md, "Mutation
+score"): the replicas stayed safe and live, but did something a PBFT replica must not
+(believe it is the primary, drop a later checkpoint's votes, accuse nobody, serve no
+state), or only worked because of a coincidence (timer names compared by identity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pbft import service as kv
+from pbft.certificates import checkpoint_proof_digest
+from pbft.client import RETRANSMIT_TIMER
+from pbft.encoding import encode_signed
+from pbft.events import (
+    EquivocationDetected,
+    Invoke,
+    Receive,
+    SendToClient,
+    SendToReplicas,
+    TimerFired,
+)
+from pbft.messages import (
+    Checkpoint,
+    Commit,
+    FetchCommitted,
+    FetchState,
+    Prepare,
+    PrePrepare,
+    Request,
+    Signed,
+    StateSnapshot,
+    ViewChange,
+    batch_digest,
+)
+from pbft.replica import (
+    CATCH_UP_TIMER,
+    NEW_VIEW_RELAY_TIMER,
+    STATE_TRANSFER_TIMER,
+    VIEW_CHANGE_RESEND_TIMER,
+    VIEW_CHANGE_TIMER,
+    Replica,
+)
+from pbft.simnet import SimCluster, make_cluster
+
+
+def deliver(replica: Replica, signed: Signed[Any]) -> list[Any]:
+    return replica.step(Receive(encode_signed(signed)))
+
+
+def sent(effects: list[Any], kind: type) -> list[Any]:
+    return [
+        effect.message.message
+        for effect in effects
+        if type(effect) in (SendToReplicas, SendToClient) and type(effect.message.message) is kind
+    ]
+
+
+def equal_not_identical(name: str) -> str:
+    copy = "".join(list(name))
+    assert copy == name and copy is not name
+    return copy
+
+
+def request(cluster: SimCluster, client: int, timestamp: int, key: str = "k") -> Signed[Request]:
+    return cluster.clients[client].auth.sign(Request(client, timestamp, kv.put(key, "v")))
+
+
+def digest(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+# ------------------------------------------------------------------------ timers
+
+
+def test_timer_names_are_compared_by_value() -> None:
+    """A driver that rebuilds timer names (from a journal, a trace, a socket) gets the
+    same behaviour as one that hands back the core's own string objects."""
+    cluster = make_cluster(f=1, clients=1, seed=301)
+    backup = cluster.replicas[1]
+    deliver(backup, request(cluster, 0, 1))
+    backup.step(TimerFired(equal_not_identical(VIEW_CHANGE_TIMER)))
+    assert backup.view == 1 and not backup.view_active
+    effects = backup.step(TimerFired(equal_not_identical(VIEW_CHANGE_RESEND_TIMER)))
+    assert [m.new_view for m in sent(effects, ViewChange)] == [1]
+
+    other = cluster.replicas[2]
+    other._start_state_transfer(4)  # as after f+1 peers were seen ahead of its window
+    effects = other.step(TimerFired(equal_not_identical(STATE_TRANSFER_TIMER)))
+    assert [m.seq for m in sent(effects, FetchState)] == [4]
+
+    # Seq 2 known but seq 1 missing, and no progress for a period: ask for proof.
+    third = cluster.replicas[3]
+    batch = (request(cluster, 0, 2),)
+    pre_prepare = cluster.replicas[0].auth.sign(PrePrepare(0, 2, batch_digest(batch), batch, 0))
+    deliver(third, pre_prepare)
+    effects = third.step(TimerFired(equal_not_identical(CATCH_UP_TIMER)))
+    assert [(m.first_seq, m.last_seq) for m in sent(effects, FetchCommitted)] == [(1, 2)]
+
+    third._new_view_relayed.add(0)
+    third.step(TimerFired(equal_not_identical(NEW_VIEW_RELAY_TIMER)))
+    assert third._new_view_relayed == set()
+
+    client = cluster.clients[0]
+    client.step(Invoke(kv.get("k")))
+    effects = client.step(TimerFired(equal_not_identical(RETRANSMIT_TIMER)))
+    assert [e.replicas for e in effects if type(e) is SendToReplicas] == [(0, 1, 2, 3)]
+
+
+# ---------------------------------------------------------------- roles and votes
+
+
+def test_a_backup_never_assigns_sequence_numbers() -> None:
+    """A request sent to a backup directly is not proposed by it, in any view where it is
+    not the primary: only the primary of the view may send PRE-PREPAREs."""
+    cluster = make_cluster(f=1, clients=2, seed=302)
+    for backup in (1, 2, 3):
+        effects = deliver(cluster.replicas[backup], request(cluster, 0, 1))
+        assert sent(effects, PrePrepare) == [], backup
+    primary_effects = deliver(cluster.replicas[0], request(cluster, 1, 1))
+    assert [m.seq for m in sent(primary_effects, PrePrepare)] == [1]
+
+
+def test_commits_for_another_digest_are_not_counted() -> None:
+    """Two matching COMMITs and one for another digest (smaller or larger) are not the
+    2f+1 matching COMMITs committed-local needs."""
+    for other in (b"\0" * 32, b"\xff" * 32):
+        cluster = make_cluster(f=1, clients=1, seed=303)
+        primary, replica = cluster.replicas[0], cluster.replicas[3]
+        batch = (request(cluster, 0, 1),)
+        d = batch_digest(batch)
+        deliver(replica, primary.auth.sign(PrePrepare(0, 1, d, batch, 0)))
+        for sender in (1, 2):
+            deliver(replica, cluster.replicas[sender].auth.sign(Prepare(0, 1, d, sender)))
+        assert replica.slots[1].prepared
+        deliver(replica, cluster.replicas[1].auth.sign(Commit(0, 1, d, 1)))
+        deliver(replica, cluster.replicas[2].auth.sign(Commit(0, 1, other, 2)))
+        assert not replica.slots[1].committed and replica.last_executed == 0
+        deliver(replica, primary.auth.sign(Commit(0, 1, d, 0)))
+        assert replica.slots[1].committed and replica.last_executed == 1
+
+
+def test_evidence_against_a_higher_numbered_sender_is_kept() -> None:
+    """Replica 0 catches replica 2 voting two ways: whose id is larger does not matter."""
+    cluster = make_cluster(f=1, clients=1, seed=304)
+    observer, liar = cluster.replicas[0], cluster.replicas[2].auth
+    deliver(observer, liar.sign(Prepare(0, 1, digest("a"), 2)))
+    effects = deliver(observer, liar.sign(Prepare(0, 1, digest("b"), 2)))
+    assert [type(e) for e in effects if type(e) is EquivocationDetected] == [EquivocationDetected]
+    assert len(observer.evidence) == 1
+
+
+def test_a_pending_request_is_replaced_only_by_a_newer_one() -> None:
+    """§4.1: a client has one request outstanding; an older timestamp than the pending
+    one is stale, a newer one replaces it."""
+    cluster = make_cluster(f=1, clients=1, seed=305)
+    backup = cluster.replicas[2]
+    deliver(backup, request(cluster, 0, 5))
+    deliver(backup, request(cluster, 0, 3))
+    assert backup.counters.dropped[("REQUEST", "stale-timestamp")] == 1
+    assert backup.pending[0].message.timestamp == 5
+    deliver(backup, request(cluster, 0, 7))
+    assert backup.pending[0].message.timestamp == 7
+    assert backup.counters.dropped[("REQUEST", "stale-timestamp")] == 1
+
+
+# ----------------------------------------------------------------- checkpoints
+
+
+def checkpoints(cluster: SimCluster, seq: int, state: bytes, senders: range) -> list[Any]:
+    return [
+        cluster.replicas[s].auth.sign(Checkpoint(seq, state, s)) for s in senders
+    ]  # fmt: skip
+
+
+def test_a_checkpoint_proof_with_two_digests_proves_nothing() -> None:
+    cluster = make_cluster(f=1, clients=1, seed=306)
+    auth, config = cluster.replicas[0].auth, cluster.config
+    middle = b"\x80" * 32
+    good = checkpoints(cluster, 4, middle, range(3))
+    assert checkpoint_proof_digest(auth, config, 4, good) == middle
+    for odd in (b"\0" * 32, b"\xff" * 32):
+        mixed = [*good[:2], cluster.replicas[3].auth.sign(Checkpoint(4, odd, 3))]
+        assert checkpoint_proof_digest(auth, config, 4, mixed) is None
+        assert checkpoint_proof_digest(auth, config, 4, mixed[::-1]) is None
+
+
+def run_to(cluster: SimCluster, requests: int) -> None:
+    """Execute ``requests`` requests, and a few more, so the last checkpoint's votes land."""
+    cluster.network.submit(0, [kv.put(f"k{i}", "v") for i in range(requests + 2)])
+    assert cluster.network.run_until_idle(100_000)
+
+
+def test_votes_for_a_later_checkpoint_outlive_an_earlier_one_becoming_stable() -> None:
+    """Garbage collection at checkpoint n discards what is at or below n only: votes
+    already received for a later checkpoint still count towards it."""
+    cluster = make_cluster(f=1, clients=1, seed=307)
+    replica = cluster.replicas[3]
+    interval = cluster.params.checkpoint_interval
+    early = checkpoints(cluster, 2 * interval, digest("later"), range(2))
+    for vote in early:
+        deliver(replica, vote)
+    run_to(cluster, interval)  # checkpoint `interval` becomes stable everywhere
+    assert replica.low_watermark == interval
+    assert sorted(replica.checkpoint_votes[2 * interval]) == [0, 1]
+
+
+def test_state_is_served_from_a_checkpoint_above_the_one_asked_for() -> None:
+    """FETCH-STATE(n) asks for a stable checkpoint of at least n: a replica whose stable
+    checkpoint is beyond n serves it."""
+    cluster = make_cluster(f=1, clients=1, seed=308)
+    interval = cluster.params.checkpoint_interval
+    run_to(cluster, 2 * interval)
+    server = cluster.replicas[0]
+    assert server.low_watermark == 2 * interval
+    fetch = cluster.replicas[3].auth.sign(FetchState(interval, 3))
+    states = sent(deliver(server, fetch), StateSnapshot)
+    assert [state.seq for state in states] == [2 * interval]
