@@ -90,3 +90,54 @@ def test_the_default_configuration_fits_the_default_frame_limit() -> None:
     params = ProtocolParams()
     config = make_cluster(f=1, params=params).config
     assert message_bounds(config, params).frame <= params.max_message_bytes
+
+
+def test_store_limits_are_the_worst_case_of_each_store_and_tight() -> None:
+    """Fill each bounded store of a replica with the largest messages that store can
+    hold (every slot of the window with a maximal PRE-PREPARE and a vote of each kind
+    from every replica, a proof per sender and phase, ...): it fits its limit
+    (Replica.store_limits), and the limit is not far above it."""
+    from pbft.certificates import CheckedViewChange
+    from pbft.evidence import Evidence
+    from pbft.replica import Slot
+
+    scheme = KEYED_HASH
+    params = ProtocolParams(
+        checkpoint_interval=2, log_window=4, batch_size=3, max_request_bytes=300
+    )
+    cluster = make_cluster(f=1, clients=3, params=params, scheme=scheme)
+    replica, config = cluster.replicas[0], cluster.config
+    n, q, window = config.n, config.quorum, params.log_window
+    request = _request(params.max_request_bytes, scheme)
+    batch = (request,) * params.batch_size
+    pre_prepare = _signed(PrePrepare(BIG, BIG, DIGEST, batch, BIG), scheme)
+    vote = _signed(Prepare(BIG, BIG, DIGEST, BIG), scheme)
+    commit = _signed(Commit(BIG, BIG, DIGEST, BIG), scheme)
+    checkpoint = _signed(Checkpoint(BIG, DIGEST, BIG), scheme)
+    certificate = PreparedCertificate(pre_prepare, (vote,) * (q - 1))  # type: ignore[arg-type]
+    view_change = _signed(
+        ViewChange(BIG, BIG, (checkpoint,) * n, (certificate,) * window, BIG), scheme
+    )
+    for seq in range(1, window + 1):
+        slot = replica.slots[seq] = Slot()
+        slot.pre_prepare = pre_prepare  # type: ignore[assignment]
+        slot.prepares = dict.fromkeys(range(n), vote)  # type: ignore[arg-type]
+        slot.commits = dict.fromkeys(range(n), commit)  # type: ignore[arg-type]
+        replica.prepared_certificates[seq] = certificate  # type: ignore[assignment]
+        replica.commit_certificates[seq] = CommitCertificate(pre_prepare, (commit,) * q, BIG)  # type: ignore[arg-type]
+        replica.committed[seq] = pre_prepare.message  # type: ignore[assignment]
+    per_sender = window // params.checkpoint_interval + 2
+    for seq in range(per_sender):
+        replica.checkpoint_votes[seq] = dict.fromkeys(range(n), checkpoint)  # type: ignore[arg-type]
+    replica.pending = dict.fromkeys(range(3), request)  # type: ignore[arg-type]
+    replica.view_changes[1] = {
+        sender: CheckedViewChange(view_change, DIGEST, {})
+        for sender in range(n)  # type: ignore[arg-type]
+    }
+    for sender in range(n):
+        for first in (pre_prepare, vote, commit, checkpoint, view_change):
+            replica.evidence[(sender, first.message.TYPE)] = Evidence(first, first)
+    held, limits = replica.store_bytes(), replica.store_limits()
+    for store in ("pending", "slots", "certificates", "committed", "checkpoints",
+                  "view_changes", "evidence"):  # fmt: skip
+        assert 0.75 * limits[store] <= held[store] <= limits[store], (store, held[store])
