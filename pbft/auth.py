@@ -39,7 +39,7 @@ import attrs
 
 from pbft.config import ClusterConfig
 from pbft.crypto import SIGNATURE_BYTES, Signer, Verifier, make_verifier, signing_prefix
-from pbft.encoding import DecodeError, decode_signed, encode_message
+from pbft.encoding import DEFAULT_MAX_MESSAGE_BYTES, DecodeError, decode_signed, encode_message
 from pbft.messages import CLIENT_SIGNED, MESSAGE_TYPES, Signed
 
 #: Most verified (signature, payload) digests remembered at once, by default.
@@ -64,7 +64,7 @@ class Authenticator:
         config: ClusterConfig,
         signer: Signer | None = None,
         verifier: Verifier | None = None,
-        max_message_bytes: int = 4 * 1024 * 1024,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         cache_entries: int = VERIFIED_CACHE_ENTRIES,
     ) -> None:
         self.cache_entries = cache_entries

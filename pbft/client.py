@@ -19,6 +19,7 @@ from pbft.auth import Authenticator, Rejection
 from pbft.config import ClusterConfig, ConfigError
 from pbft.counters import Counters
 from pbft.crypto import Signer, Verifier
+from pbft.encoding import DEFAULT_MAX_MESSAGE_BYTES
 from pbft.events import (
     CancelTimer,
     Completed,
@@ -50,7 +51,7 @@ class Client:
         signer: Signer,
         retransmit_timeout_ticks: int = 500,
         verifier: Verifier | None = None,
-        max_message_bytes: int = 4 * 1024 * 1024,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_request_bytes: int = 4096,
     ) -> None:
         if not 0 <= client_id < len(config.client_keys):

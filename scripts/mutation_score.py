@@ -34,7 +34,10 @@ step: a killer run of 200 seeds takes about 15 s on 2 cores, a killed mutant usu
 a few seconds.
 
 ``--kill`` runs the killer alone (Cosmic Ray's test command); ``--rescore FILE`` prints
-the tables again from an earlier ``--json`` file, with ``--equivalent`` applied.
+the tables again from an earlier ``--json`` file, with ``--equivalent`` applied;
+``--recheck FILE`` runs that file's survivors again against today's explorer and tests
+(after new schedules, checkers or tests were added to kill them; the core itself must be
+unchanged, or the mutants' positions would have moved).
 """
 
 from __future__ import annotations
@@ -312,8 +315,8 @@ def change(diff: str | None) -> str:
     return f"{' / '.join(removed)} -> {' / '.join(added)}"
 
 
-def protocol_tests(workdir: Path, row: dict[str, Any], timeout: float) -> str:
-    """Apply one survivor in the copy and run the core's fast tests against it."""
+def run_against(workdir: Path, row: dict[str, Any], command: list[str], timeout: float) -> str:
+    """Apply one mutant in the copy, run ``command`` there: "killed" or "survived"."""
     module = workdir / row["module"]
     original = module.read_bytes()
     try:
@@ -326,26 +329,71 @@ def protocol_tests(workdir: Path, row: dict[str, Any], timeout: float) -> str:
         environment = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(workdir))
         try:
             ran = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "-x",
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    *CORE_TESTS,
-                ],
-                cwd=workdir,
-                env=environment,
-                capture_output=True,
-                timeout=timeout,
+                command, cwd=workdir, env=environment, capture_output=True, timeout=timeout
             )
         except subprocess.TimeoutExpired:
             return "killed"
         return "survived" if ran.returncode == 0 else "killed"
     finally:
         module.write_bytes(original)
+
+
+def protocol_tests(workdir: Path, row: dict[str, Any], timeout: float) -> str:
+    """Apply one survivor in the copy and run the core's fast tests against it."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *CORE_TESTS]
+    return run_against(workdir, row, command, timeout)
+
+
+def recheck(args: argparse.Namespace) -> int:
+    """Run an earlier run's survivors again, against today's killers (new schedules,
+    checkers and tests), on the same core: the tables then say what is left."""
+    earlier = json.loads(args.recheck.read_text())
+    commit = earlier["commit"]
+    same_core = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", commit, "HEAD", "--",
+                                "pbft"])  # fmt: skip
+    if same_core.returncode != 0:
+        raise SystemExit(f"the core changed since {commit[:10]}: mutant positions moved; rerun")
+    workdir = args.workdir.resolve()
+    make_copy(workdir)
+    equivalent = json.loads(args.equivalent.read_text()) if args.equivalent else {}
+    killer = [sys.executable, "scripts/mutation_score.py", "--kill", "--seeds", str(args.seeds),
+              "--jobs", str(args.jobs)]  # fmt: skip
+    rows = earlier["mutants"]
+    survivors = [row for row in rows if row["status"] == "survived"]
+    for index, row in enumerate(survivors, 1):
+        row["explorer"] = run_against(workdir, row, killer, timeout=600)
+        if row["explorer"] == "killed":
+            row["protocol"] = "killed"
+        elif judged(row, equivalent):
+            row["protocol"] = "equivalent"
+        else:
+            row["protocol"] = protocol_tests(workdir, row, timeout=300)
+        row["both"] = "killed" if row["protocol"] == "killed" else "survived"
+        row["status"] = "survived" if row["explorer"] == "survived" else "killed"
+        print(f"[{index}/{len(survivors)}] {row['module']}:{row['line']} "
+              f"explorer {row['explorer']}, core tests {row['protocol']}",
+              file=sys.stderr, flush=True)  # fmt: skip
+    for row in rows:
+        row.setdefault("explorer", row["status"])
+        if row["explorer"] == "killed":
+            row["protocol"], row["both"] = "killed", "killed"
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    run = dict(earlier["run"])
+    run["command"] += f" (survivors rechecked at {head[:10]}: " + " ".join(sys.argv[1:]) + ")"
+    scores = {
+        "explorer": score(rows, equivalent, "explorer"),
+        "explorer + core tests": score(rows, equivalent, "both"),
+    }
+    report = markdown(rows, equivalent, scores, run["command"], commit, run["sample"],
+                      run["total"], run["finished"], True, run.get("annotations", 0))  # fmt: skip
+    print(report)
+    if args.markdown:
+        args.markdown.write_text(report)
+    if args.json:
+        args.json.write_text(json.dumps({"commit": commit, "run": run, "scores": scores,
+                                         "mutants": rows}, indent=1))  # fmt: skip
+    return 0
 
 
 # ----------------------------------------------------------------------- the report
@@ -460,11 +508,16 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write every mutant's outcome here")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pbft-mutation"))
     parser.add_argument("--rescore", type=Path, help="re-report a --json file; run nothing")
+    parser.add_argument(
+        "--recheck", type=Path, help="run a --json file's survivors again against today's killers"
+    )
     args = parser.parse_args()
     if args.kill:
         return kill(args.seeds, args.jobs)
     if args.rescore:
         return rescore(args)
+    if args.recheck:
+        return recheck(args)
     if shutil.which("cosmic-ray") is None:
         parser.error("Cosmic Ray is needed: pip install -e '.[verify]'")
     workdir = args.workdir.resolve()
