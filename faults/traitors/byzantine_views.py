@@ -35,6 +35,7 @@ from pbft.bounds import message_bounds
 from pbft.certificates import check_view_change, compute_new_view
 from pbft.events import Effect
 from pbft.messages import (
+    NULL_DIGEST,
     Checkpoint,
     NewView,
     Prepare,
@@ -141,7 +142,7 @@ class ViewAttacks:
         """The traitor's own NEW-VIEW changed one way (see :meth:`_spoil`), re-signed."""
         message = signed.message
         view_changes, pre_prepares = list(message.view_changes), list(message.pre_prepares)
-        self._spoil(view_changes, pre_prepares, message.sender, self.kit.rng.randrange(7))
+        self._spoil(view_changes, pre_prepares, message.sender, self.kit.rng.randrange(8))
         spoiled = attrs.evolve(
             message, view_changes=tuple(view_changes), pre_prepares=tuple(pre_prepares)
         )
@@ -197,11 +198,11 @@ class ViewAttacks:
     def _spoil(
         self, view_changes: list[Any], pre_prepares: list[Any], primary: int, roll: int = -1
     ) -> None:
-        """Change V or O in place, one way (roll 7: none, an honest-looking NEW-VIEW)."""
+        """Change V or O in place, one way (roll 8: none, an honest-looking NEW-VIEW)."""
         kit = self.kit
         rng = kit.rng
         if roll < 0:
-            roll = rng.randrange(8)
+            roll = rng.randrange(9)
         if roll == 0:
             # O's nested requests re-signed with zeroes: the same requests "by value".
             for index, signed in enumerate(pre_prepares):
@@ -228,3 +229,12 @@ class ViewAttacks:
             pre_prepares[index] = kit.keyring.sign_as(
                 kit.mutator.message(pre_prepares[index].message), primary
             )
+        elif roll == 7:
+            # O padded: one PRE-PREPARE more than V implies, after the last or a copy.
+            if pre_prepares and rng.random() < 0.5:
+                extra = pre_prepares[rng.randrange(len(pre_prepares))].message
+            else:
+                last = max((s.message.seq for s in pre_prepares), default=kit.low)
+                view = pre_prepares[0].message.view if pre_prepares else kit.view + 1
+                extra = PrePrepare(view, last + 1, NULL_DIGEST, (), primary)
+            pre_prepares.append(kit.keyring.sign_as(extra, primary))
