@@ -217,6 +217,18 @@ def test_oversized_requests_are_refused_everywhere() -> None:
     carrier = cluster.replicas[0].auth.sign(PrePrepare(0, 1, batch_digest((signed,)), (signed,), 0))
     replica.step(_receive(encode_signed(carrier)))
     assert replica.counters.dropped[("PRE-PREPARE", "request-too-large")] == 1
+    # A request of exactly the limit is one a client may send, alone or in a batch.
+    operation = big
+    while len(cluster.clients[0].auth.sign(Request(0, 2, operation)).payload) > len(big):
+        operation = operation[:-1]
+    largest = cluster.clients[0].auth.sign(Request(0, 2, operation))
+    assert len(largest.payload) == cluster.params.max_request_bytes
+    batch = (largest,)
+    carrier = cluster.replicas[0].auth.sign(PrePrepare(0, 1, batch_digest(batch), batch, 0))
+    other = cluster.replicas[2]
+    other.step(_receive(encode_signed(carrier)))
+    assert other.slots[1].pre_prepare is not None
+    assert other.counters.dropped_for("request-too-large") == 0
 
 
 def test_a_cluster_larger_than_3f_plus_1_uses_larger_quorums() -> None:

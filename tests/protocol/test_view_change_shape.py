@@ -236,3 +236,26 @@ def test_the_new_primary_new_view_fits_whatever_view_changes_it_holds() -> None:
     assert primary.last_new_view is not None
     assert type(primary.last_new_view.message) is NewView
     assert len(encode_signed(primary.last_new_view)) <= cluster.params.max_message_bytes
+
+
+def test_certificates_are_accepted_exactly_inside_the_window() -> None:
+    """P holds certificates for h < n <= h + L only: the edges are n = h (refused),
+    h + 1 and h + L (accepted), h + L + 1 (refused)."""
+    cluster = _view_change_cluster()
+    honest = _honest_view_change(cluster, 3)
+    certificate = honest.prepared[0]
+    window = cluster.params.log_window
+
+    def at(seq: int) -> str | None:
+        moved = attrs.evolve(
+            certificate,
+            pre_prepare=cluster.replicas[0].auth.sign(
+                attrs.evolve(certificate.pre_prepare.message, seq=seq)
+            ),
+        )
+        signed = cluster.replicas[3].auth.sign(attrs.evolve(honest, prepared=(moved,)))
+        return view_change_shape_defect(cluster.config, cluster.params, signed)
+
+    assert at(0) == "certificate-outside-window"
+    assert at(1) is None and at(window) is None
+    assert at(window + 1) == "certificate-outside-window"
