@@ -15,6 +15,7 @@ from typing import Any
 from pbft import service as kv
 from pbft.certificates import checkpoint_proof_digest
 from pbft.client import RETRANSMIT_TIMER
+from pbft.config import ProtocolParams
 from pbft.encoding import encode_signed
 from pbft.events import (
     EquivocationDetected,
@@ -273,3 +274,33 @@ def test_a_replica_that_knows_of_nothing_asks_for_nothing() -> None:
     cluster = make_cluster(f=1, clients=1, seed=311)
     effects = cluster.replicas[2].step(TimerFired(CATCH_UP_TIMER))
     assert sent(effects, FetchCommitted) == []
+
+
+def test_checkpoints_are_taken_on_every_multiple_of_the_interval() -> None:
+    """CHECKPOINTs at K, 2K, 3K, ... are votes; anything off that grid is refused."""
+    params = ProtocolParams(checkpoint_interval=4, log_window=16)
+    cluster = make_cluster(f=1, clients=1, seed=312, params=params)
+    replica = cluster.replicas[3]
+    for seq in (4, 8, 12, 16):
+        deliver(replica, cluster.replicas[1].auth.sign(Checkpoint(seq, digest("s"), 1)))
+        assert 1 in replica.checkpoint_votes[seq], seq
+    for seq in (2, 5, 6, 10):
+        deliver(replica, cluster.replicas[1].auth.sign(Checkpoint(seq, digest("s"), 1)))
+    assert replica.counters.dropped[("CHECKPOINT", "not-a-checkpoint-seq")] == 4
+
+
+def test_distinct_next_view_messages_from_one_sender_are_all_kept() -> None:
+    """The next view's messages wait in the future buffer; two different ones from one
+    sender are both kept (whichever sorts first), and only an identical copy is a
+    duplicate."""
+    cluster = make_cluster(f=1, clients=1, seed=313)
+    replica = cluster.replicas[3]
+    auth = cluster.replicas[2].auth
+    low, high = (auth.sign(Prepare(1, 1, bytes([b]) * 32, 2)) for b in (0x00, 0xFF))
+    for first, second in ((low, high), (high, low)):
+        replica.future.clear()
+        deliver(replica, first)
+        deliver(replica, second)
+        assert [m.payload for m in replica.future[2]] == [first.payload, second.payload]
+        deliver(replica, second)
+        assert len(replica.future[2]) == 2
