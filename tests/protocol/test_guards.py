@@ -304,3 +304,45 @@ def test_distinct_next_view_messages_from_one_sender_are_all_kept() -> None:
         assert [m.payload for m in replica.future[2]] == [first.payload, second.payload]
         deliver(replica, second)
         assert len(replica.future[2]) == 2
+
+
+def test_a_replica_shown_to_be_behind_fetches_the_state_above_its_own() -> None:
+    """CHECKPOINTs from f+1 peers for a seq beyond h + L prove one honest replica is
+    ahead of the window: fetch a stable checkpoint above h."""
+    cluster = make_cluster(f=1, clients=1, seed=314)
+    replica = cluster.replicas[3]
+    beyond = cluster.params.log_window + cluster.params.checkpoint_interval
+    effects: list[Any] = []
+    for sender in (0, 1):
+        vote = cluster.replicas[sender].auth.sign(Checkpoint(beyond, digest("s"), sender))
+        effects += deliver(replica, vote)
+    assert [m.seq for m in sent(effects, FetchState)] == [replica.low_watermark + 1]
+    assert replica.fetching == replica.low_watermark + 1
+
+
+def test_new_view_entered_counts_null_requests_apart() -> None:
+    """O with a gap: seq 1 prepared nowhere, seq 2 prepared everywhere. The new view
+    re-issues seq 2 and fills seq 1 with a null request."""
+    cluster = make_cluster(f=1, clients=2, seed=315)
+    notices: list[NewViewEntered] = []
+
+    def record(address, effects):  # type: ignore[no-untyped-def]
+        notices.extend(e for e in effects if type(e) is NewViewEntered and address[1] == 1)
+
+    def no_seq_1_and_no_commits(source, destination, message):  # type: ignore[no-untyped-def]
+        inner = message.message
+        if type(inner) is Commit:
+            return False
+        return not (type(inner) in (PrePrepare, Prepare) and inner.seq == 1)
+
+    cluster.network.on_step = record
+    cluster.network.intercept = no_seq_1_and_no_commits
+    cluster.network.invoke(0, kv.put("a", "1"))
+    cluster.network.run(5)
+    cluster.network.invoke(1, kv.put("b", "2"))
+    cluster.network.run(20)
+    assert cluster.replicas[1].slots[2].prepared and 1 not in cluster.replicas[1].slots
+    cluster.network.intercept = None
+    cluster.network.crash(("replica", 0))
+    assert cluster.network.run_until(lambda: bool(notices), 50_000)
+    assert notices[0] == NewViewEntered(1, 1, 1)
