@@ -24,12 +24,14 @@ from pbft.events import (
     Receive,
     SendToClient,
     SendToReplicas,
+    SetTimer,
     TimerFired,
 )
 from pbft.messages import (
     NULL_DIGEST,
     Checkpoint,
     Commit,
+    CommitCertificate,
     FetchCommitted,
     FetchState,
     Prepare,
@@ -346,3 +348,130 @@ def test_new_view_entered_counts_null_requests_apart() -> None:
     cluster.network.crash(("replica", 0))
     assert cluster.network.run_until(lambda: bool(notices), 50_000)
     assert notices[0] == NewViewEntered(1, 1, 1)
+
+
+# ------------------------------------------------------------------ more edges
+
+
+def test_a_client_is_busy_only_with_an_operation_outstanding() -> None:
+    cluster = make_cluster(f=1, clients=1, seed=316)
+    client = cluster.clients[0]
+    assert client.busy is False
+    client.step(Invoke(kv.get("k")))
+    assert client.busy is True
+    client.abandon()
+    assert client.busy is False
+    # A retransmission timer the driver could not cancel in time fires late: nothing.
+    assert client.step(TimerFired(RETRANSMIT_TIMER)) == []
+
+
+def test_the_view_change_timer_doubles_only_for_a_view_change_that_failed() -> None:
+    """§4.4: the timer starts at T; when view v + 1 does not start in time, the change
+    to v + 2 waits 2T."""
+    cluster = make_cluster(f=1, clients=1, seed=317)
+    backup = cluster.replicas[2]
+    base = cluster.params.view_change_timeout_ticks
+
+    def timers(effects: list[Any]) -> list[int]:
+        return [e.ticks for e in effects if type(e) is SetTimer and e.name == VIEW_CHANGE_TIMER]
+
+    assert timers(deliver(backup, request(cluster, 0, 1))) == [base]
+    assert timers(backup.step(TimerFired(VIEW_CHANGE_TIMER))) == [base]
+    assert backup.view == 1 and not backup.view_active
+    for sender in (1, 3):  # a quorum changes to view 1, but its NEW-VIEW never comes
+        deliver(backup, cluster.replicas[sender].auth.sign(ViewChange(1, 0, (), (), sender)))
+    assert timers(backup.step(TimerFired(VIEW_CHANGE_TIMER))) == [2 * base]
+    assert backup.view == 2
+
+
+def test_a_second_pre_prepare_with_another_digest_is_a_conflict_either_way() -> None:
+    """Whether the second digest sorts above or below the first, it conflicts."""
+    cluster = make_cluster(f=1, clients=2, seed=318)
+    batches = [(request(cluster, 0, 1),), (request(cluster, 1, 1),)]
+    assert batch_digest(batches[0]) != batch_digest(batches[1])
+    for order in (batches, batches[::-1]):
+        cluster = make_cluster(f=1, clients=2, seed=318)
+        replica, primary = cluster.replicas[3], cluster.replicas[0].auth
+        for batch in order:
+            deliver(replica, primary.sign(PrePrepare(0, 1, batch_digest(batch), batch, 0)))
+        assert replica.counters.dropped[("PRE-PREPARE", "conflicting-pre-prepare")] == 1
+
+
+def small_cluster(seed: int, **extra: Any) -> SimCluster:
+    params = ProtocolParams(checkpoint_interval=4, log_window=8, **extra)
+    return make_cluster(f=1, clients=1, seed=seed, params=params)
+
+
+def test_commit_certificates_are_served_for_every_seq_asked_for_above_h() -> None:
+    cluster = small_cluster(319)
+    cluster.network.submit(0, [kv.put(f"k{i}", "v") for i in range(7)])
+    assert cluster.network.run_until_idle(100_000)
+    server = cluster.replicas[0]
+    assert server.low_watermark == 4 and sorted(server.commit_certificates) == [5, 6, 7]
+    fetch = cluster.replicas[3].auth.sign(FetchCommitted(5, 7, 3))
+    served = [c.pre_prepare.message.seq for c in sent(deliver(server, fetch), CommitCertificate)]
+    assert served == [5, 6, 7]
+
+
+def test_a_sender_keeps_votes_for_a_window_of_checkpoints_only() -> None:
+    """One sender's CHECKPOINTs for ever later seqs: L/K + 2 of them are kept, the newest."""
+    cluster = small_cluster(320)
+    replica = cluster.replicas[3]
+    for seq in range(4, 4 * 12, 4):
+        deliver(replica, cluster.replicas[1].auth.sign(Checkpoint(seq, digest("x"), 1)))
+    kept = sorted(seq for seq, votes in replica.checkpoint_votes.items() if 1 in votes)
+    assert kept == list(range(4 * 12 - 4 * 4, 4 * 12, 4))  # 8 // 4 + 2 = 4 checkpoints
+
+
+def test_a_stable_checkpoint_discards_everything_at_or_below_it() -> None:
+    """§4.3: at a stable checkpoint n, messages, certificates, and the replica's own
+    checkpoint states at or below n are discarded; those above stay."""
+    cluster = small_cluster(321)
+    cluster.network.submit(0, [kv.put(f"k{i}", "v") for i in range(10)])
+    assert cluster.network.run_until_idle(100_000)
+    for replica in cluster.replicas.values():
+        low = replica.low_watermark
+        assert low == 8
+        for store in (replica.slots, replica.prepared_certificates, replica.commit_certificates,
+                      replica.own_checkpoints, replica.checkpoint_votes):  # fmt: skip
+            assert all(seq > low for seq in store), (replica.id, sorted(store))
+        assert sorted(replica.commit_certificates) == [9, 10]
+
+
+def test_a_state_transfer_drops_pending_requests_it_executed_and_keeps_newer_ones() -> None:
+    """The fetched state's client table says what executed: pending requests at or below
+    it are done, newer ones still wait; then the commits above the state are fetched."""
+    params = ProtocolParams(checkpoint_interval=4, log_window=8)
+    cluster = make_cluster(f=1, clients=2, seed=322, params=params)
+    laggard = cluster.replicas[3]
+    cluster.network.isolate(3)
+    cluster.network.submit(1, [kv.put("one", "v")])
+    assert cluster.network.run_until_idle(100_000)
+    cluster.network.submit(0, [kv.put(f"k{i}", "v") for i in range(8)])
+    assert cluster.network.run_until_idle(100_000)
+    server = cluster.replicas[0]
+    assert server.low_watermark == 8 and server.client_table[1][0] == 1
+    deliver(laggard, request(cluster, 1, 1))  # executed at or below seq 8
+    deliver(laggard, request(cluster, 0, 10))  # not executed anywhere yet
+    assert sorted(laggard.pending) == [0, 1]
+    laggard._start_state_transfer(8)  # as after f+1 peers were seen ahead
+    fetch = cluster.replicas[3].auth.sign(FetchState(8, 3))
+    state = next(
+        e.message for e in deliver(server, fetch) if type(e.message.message) is StateSnapshot
+    )
+    effects = deliver(laggard, state)
+    assert laggard.last_executed == 8
+    assert sorted(laggard.pending) == [0]
+    assert [(m.first_seq, m.last_seq) for m in sent(effects, FetchCommitted)] == [(9, 16)]
+
+
+def test_the_verified_cache_limit_is_its_worst_case() -> None:
+    """With every entry of the signature cache used (it starts afresh when full), it
+    holds exactly its limit."""
+    cluster = small_cluster(323, verified_cache_entries=16)
+    replica = cluster.replicas[0]
+    for sender in (1, 2):
+        for seq in range(1, 9):
+            vote = Prepare(0, seq, digest(str(seq)), sender)
+            deliver(replica, cluster.replicas[sender].auth.sign(vote))
+    assert replica.store_bytes()["verified_cache"] == replica.store_limits()["verified_cache"]
