@@ -12,6 +12,7 @@ from pbft.events import Receive
 from pbft.journal import MemoryJournal
 from pbft.messages import Commit, NewView, PrePrepare, Request, batch_digest
 from pbft.replica import Replica
+from pbft.replica_recovery import DurableState
 from pbft.simnet import SimCluster, make_cluster
 from tests.conftest import assert_agreement, assert_same_state, completed_all, submit_puts
 
@@ -144,6 +145,9 @@ def test_a_restarted_new_primary_does_not_propose_again_a_request_of_its_new_vie
     assert [p.message.batch for p in new_view.message.pre_prepares] == [(request,)]
     fresh = restart(cluster, 1, journals[1])
     assert fresh.view == 1 and fresh.view_active
+    # O's PRE-PREPAREs are back in their slots, byte for byte, before anything arrives.
+    o_payloads = [p.payload for p in new_view.message.pre_prepares]
+    assert [fresh.slots[1].pre_prepare.payload] == o_payloads and fresh.next_seq == 2
     effects = fresh.step(Receive(encode_signed(request)))
     proposed = [
         e.message.message
@@ -205,16 +209,32 @@ def test_recovery_ignores_what_a_journal_failed_to_prune() -> None:
     cluster.network.on_step = record
     submit_puts(cluster, per_client=9, prefix="a")
     assert cluster.network.run_until_idle(100_000)
+
+    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
+        return type(message.message) is not Commit
+
+    cluster.network.intercept = no_commits  # a request prepared, not committed: O holds it
+    cluster.network.invoke(0, kv.put("o", "1"))
+    cluster.network.run(20)
+    cluster.network.intercept = None
     cluster.network.crash(("replica", 0))  # a view change, then more checkpoints
     submit_puts(cluster, per_client=9, prefix="b")
     assert cluster.network.run_until_idle(200_000)
     assert cluster.replicas[1].view >= 1 and cluster.replicas[1].low_watermark >= 8
+    new_view = cluster.replicas[1].last_new_view
+    assert new_view is not None and new_view.message.pre_prepares
+    assert (
+        max(p.message.seq for p in new_view.message.pre_prepares)
+        <= cluster.replicas[1].low_watermark
+    )
     for replica in (1, 2, 3):
         full, kept = unpruned[replica].load(), pruned[replica].load()
         assert len(full.sent) > len(kept.sent) and len(full.committed) > len(kept.committed)
         one, two = cluster.fresh_replica(replica), cluster.fresh_replica(replica)
         effects_one, effects_two = one.recover(kept), two.recover(full)
         assert fingerprint(one) == fingerprint(two), replica
+        for recovered in (one, two):  # slots hold (h, h + L] only
+            assert all(seq > recovered.low_watermark for seq in recovered.slots), replica
         assert [repr(e) for e in effects_one] == [repr(e) for e in effects_two]
 
 
@@ -273,3 +293,28 @@ def test_recovery_mid_view_change_ignores_view_changes_for_earlier_views() -> No
     two.recover(full)
     assert fingerprint(one) == fingerprint(two)
     assert sorted(two.view_changes) == [replica.view]
+
+
+def test_recovery_from_an_empty_journal_is_a_fresh_replica() -> None:
+    cluster = make_cluster(f=1, clients=1, seed=89)
+    for empty in (MemoryJournal().load(), DurableState()):
+        recovered = cluster.fresh_replica(2)
+        recovered.recover(empty)
+        assert fingerprint(recovered) == fingerprint(cluster.fresh_replica(2))
+
+
+def test_a_restarted_primary_goes_on_with_the_next_sequence_number() -> None:
+    cluster = make_cluster(f=1, clients=1, seed=90)
+    journals = journaled(cluster)
+    cluster.network.submit(0, [kv.put(f"k{i}", "v") for i in range(3)])
+    assert cluster.network.run_until_idle(50_000)
+    assert cluster.replicas[0].last_executed == 3
+    fresh = restart(cluster, 0, journals[0])
+    signed = cluster.clients[0].auth.sign(Request(0, 10, kv.put("k", "w")))
+    effects = fresh.step(Receive(encode_signed(signed)))
+    proposed = [
+        e.message.message.seq
+        for e in effects
+        if type(e).__name__ == "SendToReplicas" and type(e.message.message) is PrePrepare
+    ]
+    assert proposed == [4]
