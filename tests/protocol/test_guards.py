@@ -433,7 +433,8 @@ def test_a_stable_checkpoint_discards_everything_at_or_below_it() -> None:
         low = replica.low_watermark
         assert low == 8
         for store in (replica.slots, replica.prepared_certificates, replica.commit_certificates,
-                      replica.own_checkpoints, replica.checkpoint_votes):  # fmt: skip
+                      replica.own_checkpoints, replica.checkpoint_votes,
+                      replica.committed):  # fmt: skip
             assert all(seq > low for seq in store), (replica.id, sorted(store))
         assert sorted(replica.commit_certificates) == [9, 10]
 
@@ -475,3 +476,60 @@ def test_the_verified_cache_limit_is_its_worst_case() -> None:
             vote = Prepare(0, seq, digest(str(seq)), sender)
             deliver(replica, cluster.replicas[sender].auth.sign(vote))
     assert replica.store_bytes()["verified_cache"] == replica.store_limits()["verified_cache"]
+
+
+def test_certificates_need_the_pre_prepare_of_the_views_primary() -> None:
+    """A prepared or commit certificate whose PRE-PREPARE another replica signed (one
+    numbered below or above the view's primary) proves nothing."""
+    from pbft.certificates import certificate_is_valid, commit_certificate_is_valid
+    from pbft.messages import PreparedCertificate
+
+    cluster = make_cluster(f=1, clients=1, seed=324)
+    auth, config, params = cluster.replicas[3].auth, cluster.config, cluster.params
+    batch = (request(cluster, 0, 1),)
+    d = batch_digest(batch)
+    view = 1  # primary 1: replica 0 is below it, replica 2 above
+    for signer, valid in ((1, True), (0, False), (2, False)):
+        pre_prepare = cluster.replicas[signer].auth.sign(PrePrepare(view, 1, d, batch, signer))
+        prepares = tuple(cluster.replicas[s].auth.sign(Prepare(view, 1, d, s)) for s in (2, 3))
+        commits = tuple(cluster.replicas[s].auth.sign(Commit(view, 1, d, s)) for s in (1, 2, 3))
+        certificate = PreparedCertificate(pre_prepare, prepares)
+        assert certificate_is_valid(auth, config, params, certificate) is valid, signer
+        proof = CommitCertificate(pre_prepare, commits, 3)
+        assert commit_certificate_is_valid(auth, config, params, proof) is valid, signer
+
+
+def test_commits_arriving_after_execution_commit_nothing_again() -> None:
+    """A replica that executed seq 1 through a commit certificate, and then receives the
+    COMMITs of seq 1, neither reports it committed again nor keeps it waiting."""
+    cluster = make_cluster(f=1, clients=1, seed=325)
+    primary, replica = cluster.replicas[0], cluster.replicas[3]
+    batch = (request(cluster, 0, 1),)
+    d = batch_digest(batch)
+    pre_prepare = primary.auth.sign(PrePrepare(0, 1, d, batch, 0))
+    commits = tuple(cluster.replicas[s].auth.sign(Commit(0, 1, d, s)) for s in (0, 1, 2))
+    deliver(replica, pre_prepare)
+    for sender in (1, 2):
+        deliver(replica, cluster.replicas[sender].auth.sign(Prepare(0, 1, d, sender)))
+    deliver(replica, cluster.replicas[0].auth.sign(CommitCertificate(pre_prepare, commits, 0)))
+    assert replica.last_executed == 1
+    effects: list[Any] = []
+    for commit in commits:
+        effects += deliver(replica, commit)
+    assert [e for e in effects if type(e).__name__ == "Committed"] == []
+    assert replica.committed == {}
+
+
+def test_a_view_that_executes_resets_the_view_change_timeout() -> None:
+    """§4.5.2: once a request executes in the current view, the next view change waits
+    the base timeout T again, however many attempts the last one took."""
+    cluster = make_cluster(f=1, clients=1, seed=326)
+    replica = cluster.replicas[2]
+    replica.view_change_attempts = 3  # as after two view changes that failed
+    cluster.network.submit(0, [kv.put("k", "v")])
+    assert cluster.network.run_until_idle(10_000)
+    assert replica.view_change_attempts == 0
+    deliver(replica, request(cluster, 0, 5))
+    effects = replica.step(TimerFired(VIEW_CHANGE_TIMER))
+    timers = [e.ticks for e in effects if type(e) is SetTimer and e.name == VIEW_CHANGE_TIMER]
+    assert timers == [cluster.params.view_change_timeout_ticks]
