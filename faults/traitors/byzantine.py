@@ -375,11 +375,17 @@ def _state(kit: Kit, answering: Signed[FetchState] | None = None) -> list[Effect
         seq = max(seq, answering.message.seq)
     elif rng.random() < 0.3:
         seq = kit.mutator.number(seq)
-    snapshot = rng.randbytes(rng.randint(0, 256))
+    if rng.random() < 0.5:
+        # Well-formed: the traitor's own state now, which is not the state at ``seq``
+        # (only the proof can give it away).
+        snapshot = kit.traitor.replica.checkpoint_state()
+    else:
+        snapshot = rng.randbytes(rng.randint(0, 256))
     message = StateSnapshot(seq, snapshot, proof, kit.faulty())
     signed = kit.keyring.sign_as(message, message.sender)
-    if fetch is not None and fetch.message.sender != kit.traitor.replica.id:
-        return kit.send(signed, (fetch.message.sender,))
+    asker = None if fetch is None else fetch.message.sender
+    if asker is not None and asker != kit.traitor.replica.id and asker < kit.config.n:
+        return kit.send(signed, (asker,))
     return kit.send(signed)
 
 
