@@ -280,6 +280,8 @@ class Network:
     def _send(
         self, source: Address, destination: Address, message: Signed[Any] | None, data: bytes
     ) -> None:
+        if destination not in self.nodes and ("twin", destination[1]) not in self.nodes:
+            return  # a traitor may address anyone; nobody is there
         if self.twin_route is not None:
             destinations = self._twin_destinations(source, destination)
             if destinations is not None:

@@ -350,7 +350,7 @@ def recheck(args: argparse.Namespace) -> int:
     earlier = json.loads(args.recheck.read_text())
     commit = earlier["commit"]
     same_core = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", commit, "HEAD", "--",
-                                "pbft"])  # fmt: skip
+                                *CORE])  # fmt: skip
     if same_core.returncode != 0:
         raise SystemExit(f"the core changed since {commit[:10]}: mutant positions moved; rerun")
     workdir = args.workdir.resolve()

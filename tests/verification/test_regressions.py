@@ -51,3 +51,23 @@ def lossy_sweep(f: int, seed: int) -> None:
 )
 def test_pinned_lossy_sweep_seed(f: int, seed: int, bug: str) -> None:
     lossy_sweep(f, seed)
+
+
+def test_a_message_to_a_replica_that_does_not_exist_is_dropped_even_by_a_twin() -> None:
+    """A traitor may address any replica id; with a twin in the run, the simulator's
+    routing of a message to an id outside the cluster raised IndexError (found by
+    scripts/coverage_core.py over the 2,000 CI seeds)."""
+    from faults.verification.sim import TwinPlan
+    from pbft.events import SendToReplicas
+    from pbft.messages import Prepare
+    from pbft.simnet import make_cluster
+
+    cluster = make_cluster(f=1, clients=1, seed=7)
+    network = cluster.network
+    twin = TwinPlan(1, (("both",) * 4,), 1000)
+    network.twin_route = lambda now, peer, replica: twin.routes[0][peer[1]]
+    network.nodes[("twin", 1)] = cluster.fresh_replica(1)
+    prepare = cluster.replicas[1].auth.sign(Prepare(0, 1, b"\\0" * 32, 1))
+    before = network.messages_sent
+    network._apply(("replica", 1), SendToReplicas((2, 7), prepare))
+    assert network.messages_sent == before + 1  # replica 2 only
