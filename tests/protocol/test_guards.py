@@ -533,3 +533,31 @@ def test_a_view_that_executes_resets_the_view_change_timeout() -> None:
     effects = replica.step(TimerFired(VIEW_CHANGE_TIMER))
     timers = [e.ticks for e in effects if type(e) is SetTimer and e.name == VIEW_CHANGE_TIMER]
     assert timers == [cluster.params.view_change_timeout_ticks]
+
+
+def test_a_new_view_carries_exactly_a_quorum_of_view_changes() -> None:
+    """§4.4: V holds 2f+1 VIEW-CHANGEs, the new primary's own among them, even when it
+    holds more (its own came last): NEW-VIEW's size bound counts on it."""
+    cluster = make_cluster(f=1, clients=1, seed=327)
+    primary = cluster.replicas[1]  # of view 1
+    for sender in (0, 2, 3):
+        deliver(primary, cluster.replicas[sender].auth.sign(ViewChange(1, 0, (), (), sender)))
+    assert primary.view == 1 and primary.view_active  # f+1 ahead: it joined, then led
+    assert primary.last_new_view is not None
+    assert len(primary.last_new_view.message.view_changes) == cluster.config.quorum
+    assert 1 in {s.message.sender for s in primary.last_new_view.message.view_changes}
+
+
+def test_executing_a_batch_of_an_older_view_keeps_the_timeout_doubled() -> None:
+    """Only an execution in the current, active view proves the view works: a batch of
+    an older view executed late (from a commit certificate) does not reset the count."""
+    cluster = make_cluster(f=1, clients=1, seed=328)
+    replica = cluster.replicas[3]
+    batch = (request(cluster, 0, 1),)
+    d = batch_digest(batch)
+    pre_prepare = cluster.replicas[0].auth.sign(PrePrepare(0, 1, d, batch, 0))
+    commits = tuple(cluster.replicas[s].auth.sign(Commit(0, 1, d, s)) for s in (0, 1, 2))
+    replica.view, replica.view_change_attempts = 2, 2  # in view 2 after two attempts
+    deliver(replica, cluster.replicas[0].auth.sign(CommitCertificate(pre_prepare, commits, 0)))
+    assert replica.last_executed == 1
+    assert replica.view_change_attempts == 2

@@ -3,6 +3,8 @@ and catches up (restart amnesia is a classic PBFT bug; see PBFT-NOTES.md)."""
 
 from __future__ import annotations
 
+import hashlib
+
 import attrs
 
 from pbft import service as kv
@@ -10,7 +12,15 @@ from pbft.config import ProtocolParams
 from pbft.encoding import encode_signed
 from pbft.events import Receive
 from pbft.journal import MemoryJournal
-from pbft.messages import Commit, NewView, PrePrepare, Request, batch_digest
+from pbft.messages import (
+    Commit,
+    FetchState,
+    NewView,
+    PrePrepare,
+    Request,
+    StateSnapshot,
+    batch_digest,
+)
 from pbft.replica import Replica
 from pbft.replica_recovery import DurableState
 from pbft.simnet import SimCluster, make_cluster
@@ -318,3 +328,56 @@ def test_a_restarted_primary_goes_on_with_the_next_sequence_number() -> None:
         if type(e).__name__ == "SendToReplicas" and type(e.message.message) is PrePrepare
     ]
     assert proposed == [4]
+
+
+def test_a_restarted_replica_serves_the_state_of_its_stable_checkpoint() -> None:
+    params = ProtocolParams(checkpoint_interval=4, log_window=8)
+    cluster = make_cluster(f=1, clients=1, seed=91, params=params)
+    journals = journaled(cluster)
+    cluster.network.submit(0, [kv.put(f"k{i}", "v") for i in range(6)])
+    assert cluster.network.run_until_idle(50_000)
+    fresh = restart(cluster, 0, journals[0])
+    assert fresh.low_watermark == 4
+    effects = fresh.step(Receive(encode_signed(cluster.replicas[3].auth.sign(FetchState(4, 3)))))
+    states = [e.message.message for e in effects if type(e.message.message) is StateSnapshot]
+    assert [s.seq for s in states] == [4]
+    assert hashlib.sha256(states[0].snapshot).digest() == fresh.stable_digest
+
+
+def test_recovery_keeps_the_highest_view_certificate_per_seq() -> None:
+    """Two certificates for one seq in a journal (views 0 and 1, in either order): the
+    one of the later view is the one a VIEW-CHANGE must carry (§4.4)."""
+    cluster = make_cluster(f=1, clients=1, seed=92)
+    journals = journaled(cluster)
+
+    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
+        return type(message.message) is not Commit
+
+    cluster.network.intercept = no_commits
+    cluster.network.invoke(0, kv.put("k", "A"))
+    cluster.network.run(20)
+    state = journals[2].load()
+    (old,) = state.certificates
+    pre_prepare = cluster.replicas[1].auth.sign(attrs.evolve(old.pre_prepare.message, view=1,
+                                                             sender=1))  # fmt: skip
+    newer = attrs.evolve(old, pre_prepare=pre_prepare)
+    for certificates in ((old, newer), (newer, old)):
+        fresh = cluster.fresh_replica(2)
+        fresh.recover(attrs.evolve(state, view=1, view_active=False, certificates=certificates))
+        assert fresh.prepared_certificates[1].view == 1
+
+
+def test_a_restarted_replica_keeps_the_prepares_of_its_prepared_slots() -> None:
+    cluster = make_cluster(f=1, clients=1, seed=93)
+    journals = journaled(cluster)
+
+    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
+        return type(message.message) is not Commit
+
+    cluster.network.intercept = no_commits
+    cluster.network.invoke(0, kv.put("k", "A"))
+    cluster.network.run(20)
+    (certificate,) = journals[2].load().certificates
+    fresh = restart(cluster, 2, journals[2])
+    assert fresh.slots[1].prepared
+    assert {p.message.sender for p in certificate.prepares} <= set(fresh.slots[1].prepares)
