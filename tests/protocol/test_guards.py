@@ -461,7 +461,7 @@ def test_a_state_transfer_drops_pending_requests_it_executed_and_keeps_newer_one
         e.message for e in deliver(server, fetch) if type(e.message.message) is StateSnapshot
     )
     effects = deliver(laggard, state)
-    assert laggard.last_executed == 8
+    assert laggard.last_executed == 8 and laggard.low_watermark == 8
     assert sorted(laggard.pending) == [0]
     assert [(m.first_seq, m.last_seq) for m in sent(effects, FetchCommitted)] == [(9, 16)]
 
@@ -561,3 +561,73 @@ def test_executing_a_batch_of_an_older_view_keeps_the_timeout_doubled() -> None:
     deliver(replica, cluster.replicas[0].auth.sign(CommitCertificate(pre_prepare, commits, 0)))
     assert replica.last_executed == 1
     assert replica.view_change_attempts == 2
+
+
+# --------------------------------------------------------------- sample C's edges
+
+
+def test_a_checkpoint_proof_with_a_vote_for_another_seq_proves_nothing() -> None:
+    cluster = make_cluster(f=1, clients=1, seed=329)
+    auth, config = cluster.replicas[0].auth, cluster.config
+    good = checkpoints(cluster, 8, digest("s"), range(3))
+    for other_seq in (4, 12):
+        odd = cluster.replicas[2].auth.sign(Checkpoint(other_seq, digest("s"), 2))
+        assert checkpoint_proof_digest(auth, config, 8, [*good[:2], odd]) is None
+        assert checkpoint_proof_digest(auth, config, 8, [odd, *good[:2]]) is None
+
+
+def test_a_primary_that_learns_of_a_later_checkpoint_proposes_above_it() -> None:
+    """A primary shown a stable checkpoint beyond what it assigned (it was behind) must
+    not propose at sequence numbers at or below it."""
+    cluster = small_cluster(330)
+    primary = cluster.replicas[0]
+    for vote in checkpoints(cluster, 8, digest("s"), range(1, 4)):
+        deliver(primary, vote)
+    assert primary.low_watermark == 8 and primary.next_seq == 9
+
+
+def test_one_peer_ahead_is_not_enough_to_fetch_state() -> None:
+    """A single replica using seqs beyond the window may be a liar: f + 1 are needed."""
+    cluster = make_cluster(f=1, clients=1, seed=331)
+    replica = cluster.replicas[3]
+    beyond = cluster.params.log_window + cluster.params.checkpoint_interval
+    effects = deliver(replica, cluster.replicas[0].auth.sign(Checkpoint(beyond, digest("s"), 0)))
+    assert sent(effects, FetchState) == [] and replica.fetching is None
+
+
+def test_a_prepare_from_a_replica_below_the_primary_counts() -> None:
+    """In view 1 (primary 1) replica 0 is a backup like any other."""
+    cluster = make_cluster(f=1, clients=1, seed=332)
+    replica = cluster.replicas[3]
+    replica.view = 1  # as after a view change to view 1
+    deliver(replica, cluster.replicas[0].auth.sign(Prepare(1, 1, digest("d"), 0)))
+    deliver(replica, cluster.replicas[1].auth.sign(Prepare(1, 1, digest("d"), 1)))
+    assert replica.counters.dropped[("PREPARE", "prepare-from-primary")] == 1
+    assert sorted(replica.slots[1].prepares) == [0]
+
+
+def test_checkpoints_at_or_below_the_stable_one_are_stale() -> None:
+    cluster = small_cluster(333)
+    cluster.network.submit(0, [kv.put(f"k{i}", "v") for i in range(10)])
+    assert cluster.network.run_until_idle(100_000)
+    replica = cluster.replicas[3]
+    assert replica.low_watermark == 8
+    before = replica.counters.dropped[("CHECKPOINT", "stale")]
+    for seq in (4, 8):
+        deliver(replica, cluster.replicas[1].auth.sign(Checkpoint(seq, digest("x"), 1)))
+    assert replica.counters.dropped[("CHECKPOINT", "stale")] == before + 2
+
+
+def test_an_active_replica_follows_a_valid_new_view() -> None:
+    """A replica that did not take part in the view change (its timer had not expired)
+    enters view 1 on the new primary's valid NEW-VIEW."""
+    cluster = make_cluster(f=1, clients=1, seed=334)
+    primary = cluster.replicas[1]
+    for sender in (0, 2):
+        deliver(primary, cluster.replicas[sender].auth.sign(ViewChange(1, 0, (), (), sender)))
+    new_view = primary.last_new_view
+    assert new_view is not None
+    follower = cluster.replicas[3]
+    assert follower.view == 0 and follower.view_active
+    deliver(follower, new_view)
+    assert follower.view == 1 and follower.view_active

@@ -381,3 +381,43 @@ def test_a_restarted_replica_keeps_the_prepares_of_its_prepared_slots() -> None:
     fresh = restart(cluster, 2, journals[2])
     assert fresh.slots[1].prepared
     assert {p.message.sender for p in certificate.prepares} <= set(fresh.slots[1].prepares)
+
+
+def test_a_restarted_backup_never_prepares_two_digests_for_one_slot() -> None:
+    """The crash came after the backup's PREPARE and before it saw a quorum (so no
+    PRE-PREPARE is kept, only its own PREPARE): a PRE-PREPARE with another digest, above
+    or below the prepared one, is refused after the restart."""
+    cluster = make_cluster(f=1, clients=3, seed=94)
+    journals = journaled(cluster)
+
+    def only_requests_and_pre_prepares_to_3(source, destination, message):  # type: ignore[no-untyped-def]
+        kind = type(message.message)
+        return kind is Request or (destination == ("replica", 3) and kind is PrePrepare)
+
+    cluster.network.intercept = only_requests_and_pre_prepares_to_3
+    cluster.network.invoke(0, kv.put("k", "A"))
+    cluster.network.run(20)
+    held = cluster.replicas[3].slots[1].prepares[3].message.digest
+    batches = [(cluster.clients[c].auth.sign(Request(c, 1, kv.put("k", "B"))),) for c in (1, 2)]
+    digests = sorted([batch_digest(b) for b in batches] + [held])
+    assert digests.index(held) != 0 or digests.index(held) != 2  # one above, or one below
+    for batch in batches:
+        fresh = restart(cluster, 3, journals[3])
+        assert 1 not in fresh.slots or fresh.slots[1].pre_prepare is None
+        pre_prepare = cluster.replicas[0].auth.sign(PrePrepare(0, 1, batch_digest(batch), batch, 0))
+        effects = fresh.step(Receive(encode_signed(pre_prepare)))
+        assert fresh.counters.dropped[("PRE-PREPARE", "conflicting-pre-prepare")] == 1
+        assert not any(type(e).__name__ == "SendToReplicas" for e in effects)
+
+
+def test_a_restart_at_a_checkpoint_of_interval_one_restores_the_state() -> None:
+    params = ProtocolParams(checkpoint_interval=1, log_window=4)
+    cluster = make_cluster(f=1, clients=1, seed=95, params=params)
+    journals = journaled(cluster)
+    cluster.network.submit(0, [kv.put("k", "v"), kv.put("j", "w")])
+    assert cluster.network.run_until_idle(50_000)
+    replica = cluster.replicas[2]
+    assert replica.low_watermark >= 1
+    fresh = restart(cluster, 2, journals[2])
+    assert fresh.service.data == replica.service.data
+    assert fresh.last_executed == replica.last_executed
