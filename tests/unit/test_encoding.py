@@ -773,3 +773,15 @@ def test_schema_lists_fields_in_the_class_order() -> None:
 
     for cls in (*MESSAGE_TYPES, PreparedCertificate):
         assert [a.name for a in attrs.fields(cls)] == [name for name, _ in cls.SCHEMA], cls
+
+
+def test_a_wrong_field_count_is_named_in_the_error() -> None:
+    """The error says how many fields the type has and how many came: the line a
+    replica logs for a refused message names the defect."""
+    for extra in ([], [7], [7, 8]):
+        wire = pack([Prepare.TAG, 1, 2, DIGEST, 3, *extra][: 5 + len(extra)])
+        if not extra:
+            wire = pack([Prepare.TAG, 1, 2, DIGEST])
+        got = 3 if not extra else 4 + len(extra)
+        with pytest.raises(DecodeError, match=f"expected 4 fields, got {got}$"):
+            decode_message(wire)

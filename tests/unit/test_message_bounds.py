@@ -137,7 +137,10 @@ def test_store_limits_are_the_worst_case_of_each_store_and_tight() -> None:
     for sender in range(n):
         for first in (pre_prepare, vote, commit, checkpoint, view_change):
             replica.evidence[(sender, first.message.TYPE)] = Evidence(first, first)
+    share = replica._future_share_bytes
+    copies = share // len(pre_prepare.payload)
+    replica.future = {sender: [pre_prepare] * copies for sender in range(n)}  # type: ignore[misc]
     held, limits = replica.store_bytes(), replica.store_limits()
     for store in ("pending", "slots", "certificates", "committed", "checkpoints",
-                  "view_changes", "evidence"):  # fmt: skip
+                  "view_changes", "evidence", "future"):  # fmt: skip
         assert 0.75 * limits[store] <= held[store] <= limits[store], (store, held[store])
