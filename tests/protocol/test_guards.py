@@ -631,3 +631,21 @@ def test_an_active_replica_follows_a_valid_new_view() -> None:
     assert follower.view == 0 and follower.view_active
     deliver(follower, new_view)
     assert follower.view == 1 and follower.view_active
+
+
+def test_a_prepared_certificate_needs_2f_prepares() -> None:
+    """certificate_is_valid on its own (the invariants and offline checks call it without
+    the VIEW-CHANGE's shape check): fewer than 2f distinct PREPAREs prove nothing."""
+    from pbft.certificates import certificate_is_valid
+    from pbft.messages import PreparedCertificate
+
+    cluster = make_cluster(f=1, clients=1, seed=335)
+    auth, config, params = cluster.replicas[3].auth, cluster.config, cluster.params
+    batch = (request(cluster, 0, 1),)
+    d = batch_digest(batch)
+    pre_prepare = cluster.replicas[0].auth.sign(PrePrepare(0, 1, d, batch, 0))
+    prepares = tuple(cluster.replicas[s].auth.sign(Prepare(0, 1, d, s)) for s in (1, 2))
+    assert certificate_is_valid(auth, config, params, PreparedCertificate(pre_prepare, prepares))
+    for fewer in ((), prepares[:1]):
+        certificate = PreparedCertificate(pre_prepare, fewer)
+        assert not certificate_is_valid(auth, config, params, certificate)
