@@ -318,7 +318,9 @@ def _vote(kit: Kit) -> list[Effect]:
 def _batch(kit: Kit) -> tuple[Signed[Request], ...]:
     rng = kit.rng
     requests = list(kit.pool.items(Request))
-    size = rng.randint(0, kit.params.batch_size + (1 if rng.random() < 0.15 else 0))
+    size = rng.randint(0, kit.params.batch_size)
+    if rng.random() < 0.12:
+        size = kit.params.batch_size + 1  # one request more than a batch may hold
     batch = [requests[rng.randrange(len(requests))] for _ in range(size)] if requests else []
     if batch and rng.random() < 0.15:
         index = rng.randrange(len(batch))

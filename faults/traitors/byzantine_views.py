@@ -84,6 +84,8 @@ class ViewAttacks:
         if base is not None and kit.rng.random() < 0.5:
             return kit.mutator.message(base)
         view = max(kit.view - kit.rng.randint(0, 1), 0)
+        if kit.rng.random() < 0.2:
+            view = kit.view + 1 + kit.rng.randint(0, 1)  # of the view being changed into, or later
         seq = kit.seq()
         pooled = kit.pool.pick(kit.rng, PrePrepare)
         batch = pooled.message.batch if pooled is not None else ()
