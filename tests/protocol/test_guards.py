@@ -649,3 +649,20 @@ def test_a_prepared_certificate_needs_2f_prepares() -> None:
     for fewer in ((), prepares[:1]):
         certificate = PreparedCertificate(pre_prepare, fewer)
         assert not certificate_is_valid(auth, config, params, certificate)
+
+
+def test_next_view_messages_received_early_count_once_the_view_starts() -> None:
+    """A PREPARE of view 1 that arrives before view 1's NEW-VIEW waits in the future
+    buffer and is counted when the replica enters view 1."""
+    cluster = make_cluster(f=1, clients=1, seed=336)
+    primary = cluster.replicas[1]
+    for sender in (0, 2):
+        deliver(primary, cluster.replicas[sender].auth.sign(ViewChange(1, 0, (), (), sender)))
+    follower = cluster.replicas[3]
+    early = cluster.replicas[2].auth.sign(Prepare(1, 1, digest("d"), 2))
+    deliver(follower, early)
+    assert [m.payload for m in follower.future[2]] == [early.payload]
+    assert primary.last_new_view is not None
+    deliver(follower, primary.last_new_view)
+    assert follower.view == 1 and follower.view_active
+    assert follower.slots[1].prepares[2].payload == early.payload
