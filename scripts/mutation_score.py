@@ -354,7 +354,7 @@ def recheck(args: argparse.Namespace) -> int:
     if same_core.returncode != 0:
         raise SystemExit(f"the core changed since {commit[:10]}: mutant positions moved; rerun")
     workdir = args.workdir.resolve()
-    make_copy(workdir)
+    head = make_copy(workdir)  # today's killers: the committed tree, as of now
     equivalent = json.loads(args.equivalent.read_text()) if args.equivalent else {}
     killer = [sys.executable, "scripts/mutation_score.py", "--kill", "--seeds", str(args.seeds),
               "--jobs", str(args.jobs)]  # fmt: skip
@@ -377,8 +377,6 @@ def recheck(args: argparse.Namespace) -> int:
         row.setdefault("explorer", row["status"])
         if row["explorer"] == "killed":
             row["protocol"], row["both"] = "killed", "killed"
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()  # fmt: skip
     run = dict(earlier["run"])
     run["command"] += f" (survivors rechecked at {head[:10]}: " + " ".join(sys.argv[1:]) + ")"
     scores = {
