@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import attrs
+import pytest
 
 from pbft import service as kv
 from pbft.config import ProtocolParams
@@ -313,12 +314,17 @@ def test_recovery_from_an_empty_journal_is_a_fresh_replica() -> None:
         assert fingerprint(recovered) == fingerprint(cluster.fresh_replica(2))
 
 
-def test_a_restarted_primary_goes_on_with_the_next_sequence_number() -> None:
-    cluster = make_cluster(f=1, clients=1, seed=90)
+@pytest.mark.parametrize(("interval", "requests"), [(32, 3), (4, 5)])
+def test_a_restarted_primary_goes_on_with_the_next_sequence_number(
+    interval: int, requests: int
+) -> None:
+    """Also after a stable checkpoint, whatever h is."""
+    params = ProtocolParams(checkpoint_interval=interval, log_window=2 * interval)
+    cluster = make_cluster(f=1, clients=1, seed=90, params=params)
     journals = journaled(cluster)
-    cluster.network.submit(0, [kv.put(f"k{i}", "v") for i in range(3)])
+    cluster.network.submit(0, [kv.put(f"k{i}", "v") for i in range(requests)])
     assert cluster.network.run_until_idle(50_000)
-    assert cluster.replicas[0].last_executed == 3
+    assert cluster.replicas[0].last_executed == requests
     fresh = restart(cluster, 0, journals[0])
     signed = cluster.clients[0].auth.sign(Request(0, 10, kv.put("k", "w")))
     effects = fresh.step(Receive(encode_signed(signed)))
@@ -327,7 +333,7 @@ def test_a_restarted_primary_goes_on_with_the_next_sequence_number() -> None:
         for e in effects
         if type(e).__name__ == "SendToReplicas" and type(e.message.message) is PrePrepare
     ]
-    assert proposed == [4]
+    assert proposed == [requests + 1]
 
 
 def test_a_restarted_replica_serves_the_state_of_its_stable_checkpoint() -> None:
