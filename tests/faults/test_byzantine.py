@@ -59,7 +59,7 @@ def test_same_seed_same_trace() -> None:
 
 def test_it_reaches_many_drop_reasons_in_a_short_run() -> None:
     reached: set[str] = set()
-    for seed in range(4):
+    for seed in range(6):
         reached |= set(simulate(_plan(1, (1,), seed), seed).drop_reasons)
     expected = {"bad-signature", "non-member", "malformed", "own-message", "old-view",
                 "not-primary", "not-a-checkpoint-seq", "unsolicited", "wrong-recipient",
