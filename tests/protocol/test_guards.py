@@ -34,6 +34,7 @@ from pbft.messages import (
     CommitCertificate,
     FetchCommitted,
     FetchState,
+    NewView,
     Prepare,
     PrePrepare,
     Request,
@@ -666,3 +667,11 @@ def test_next_view_messages_received_early_count_once_the_view_starts() -> None:
     deliver(follower, primary.last_new_view)
     assert follower.view == 1 and follower.view_active
     assert follower.slots[1].prepares[2].payload == early.payload
+
+
+def test_a_new_view_from_a_replica_below_the_new_primary_is_refused() -> None:
+    cluster = make_cluster(f=1, clients=1, seed=337)
+    replica = cluster.replicas[3]
+    forged = cluster.replicas[0].auth.sign(NewView(1, (), (), 0))  # view 1's primary is 1
+    deliver(replica, forged)
+    assert replica.counters.dropped[("NEW-VIEW", "not-primary")] == 1
