@@ -39,6 +39,11 @@ def journaled(cluster: SimCluster) -> dict[int, MemoryJournal]:
     return journals
 
 
+def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
+    """A network intercept: requests prepare everywhere, commit nowhere."""
+    return type(message.message) is not Commit
+
+
 def restart(cluster: SimCluster, replica_id: int, journal: MemoryJournal) -> Replica:
     return cluster.restart(replica_id, journal)
 
@@ -48,9 +53,6 @@ def test_a_restarted_backup_does_not_sign_a_conflicting_prepare() -> None:
     replica sent before the crash is refused."""
     cluster = make_cluster(f=1, clients=2, seed=80)
     journals = journaled(cluster)
-
-    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
-        return type(message.message) is not Commit
 
     cluster.network.intercept = no_commits
     cluster.network.invoke(0, kv.put("k", "A"))
@@ -72,9 +74,6 @@ def test_a_restarted_backup_does_not_sign_a_conflicting_prepare() -> None:
 def test_a_restarted_replica_keeps_its_prepared_certificates_for_the_next_view_change() -> None:
     cluster = make_cluster(f=1, clients=1, seed=81)
     journals = journaled(cluster)
-
-    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
-        return type(message.message) is not Commit
 
     cluster.network.intercept = no_commits
     cluster.network.invoke(0, kv.put("k", "A"))
@@ -140,9 +139,6 @@ def test_a_restarted_new_primary_does_not_propose_again_a_request_of_its_new_vie
     propose the same request again at a fresh sequence number."""
     cluster = make_cluster(f=1, clients=1, seed=85)
     journals = journaled(cluster)
-
-    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
-        return type(message.message) is not Commit
 
     cluster.network.intercept = no_commits
     cluster.network.invoke(0, kv.put("k", "A"))
@@ -221,9 +217,6 @@ def test_recovery_ignores_what_a_journal_failed_to_prune() -> None:
     submit_puts(cluster, per_client=9, prefix="a")
     assert cluster.network.run_until_idle(100_000)
 
-    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
-        return type(message.message) is not Commit
-
     cluster.network.intercept = no_commits  # a request prepared, not committed: O holds it
     cluster.network.invoke(0, kv.put("o", "1"))
     cluster.network.run(20)
@@ -254,9 +247,6 @@ def test_recovered_slots_hold_only_the_current_views_pre_prepares() -> None:
     the next view change, not into a slot of the current view as if prepared there."""
     cluster = make_cluster(f=1, clients=1, seed=87)
     journals = journaled(cluster)
-
-    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
-        return type(message.message) is not Commit
 
     cluster.network.intercept = no_commits
     cluster.network.invoke(0, kv.put("k", "A"))
@@ -356,9 +346,6 @@ def test_recovery_keeps_the_highest_view_certificate_per_seq() -> None:
     cluster = make_cluster(f=1, clients=1, seed=92)
     journals = journaled(cluster)
 
-    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
-        return type(message.message) is not Commit
-
     cluster.network.intercept = no_commits
     cluster.network.invoke(0, kv.put("k", "A"))
     cluster.network.run(20)
@@ -376,9 +363,6 @@ def test_recovery_keeps_the_highest_view_certificate_per_seq() -> None:
 def test_a_restarted_replica_keeps_the_prepares_of_its_prepared_slots() -> None:
     cluster = make_cluster(f=1, clients=1, seed=93)
     journals = journaled(cluster)
-
-    def no_commits(source, destination, message):  # type: ignore[no-untyped-def]
-        return type(message.message) is not Commit
 
     cluster.network.intercept = no_commits
     cluster.network.invoke(0, kv.put("k", "A"))
