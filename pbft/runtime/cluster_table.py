@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -47,15 +48,24 @@ def watch_cluster(
         for replica, specs in (traitors or {}).items()
     }
     cluster = LocalCluster(files, files.directory / "data", replica_args, per_replica)
-    cluster.start()
+    stopping: list[int] = []
+    # Ctrl-C and SIGTERM set a flag that the loop reads between refreshes, rather
+    # than raising wherever the main thread happens to be (inside rich's Live, in
+    # the middle of starting a replica): the replicas are always stopped.
+    previous = {
+        signum: signal.signal(signum, lambda signum, _frame: stopping.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     console = Console()
     try:
+        cluster.start()
         with Live(status_table(files, {}), console=console, refresh_per_second=4) as live:
-            while True:
+            while not stopping:
                 time.sleep(0.25)
                 live.update(status_table(files, cluster.statuses()))
-    except KeyboardInterrupt:
         console.print("stopping every replica...")
     finally:
         cluster.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0

@@ -10,7 +10,9 @@ reads those files instead of talking to the replicas.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -49,7 +51,13 @@ class ReplicaProcess:
         log = open(self.log_path, "ab")
         try:
             self.popen = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=functools.partial(_exit_with_parent, os.getpid())
+                if sys.platform == "linux"
+                else None,
             )
         finally:
             log.close()
@@ -93,6 +101,22 @@ class ReplicaProcess:
         return status
 
 
+def _exit_with_parent(parent: int) -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies.
+
+    A replica started by ``pbft cluster`` or ``pbft demo`` must not outlive them,
+    even when they are killed with SIGKILL and cannot stop it themselves (Linux
+    only: prctl(PR_SET_PDEATHSIG); elsewhere a replica outlives a killed parent).
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class LocalCluster:
     """Every replica of a cluster folder as a local process."""
 
@@ -121,11 +145,21 @@ class LocalCluster:
         for process in self.processes.values():
             process.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM to every replica at once; SIGKILL to those still up after ``timeout``.
+
+        One deadline for the whole cluster, not one per replica: a cluster whose
+        replicas all ignore SIGTERM is down in ``timeout`` plus the kills, not in
+        n times that.
+        """
         for process in self.processes.values():
             process.signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         for process in self.processes.values():
-            process.stop()
+            process.wait(max(0.0, deadline - time.monotonic()))
+        for process in self.processes.values():
+            if process.running:
+                process.kill()
 
     def statuses(self) -> dict[int, dict[str, Any] | None]:
         return {replica: process.status() for replica, process in self.processes.items()}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from pbft.runtime.files import free_loopback_ports, init_cluster
@@ -146,6 +147,38 @@ def test_cluster_command_runs_every_replica_and_ctrl_c_stops_them(tmp_path: Path
     assert "replica" in output and "view" in output
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), f"replica {pid} still runs"
+
+
+def test_replicas_exit_when_pbft_cluster_is_killed(tmp_path: Path) -> None:
+    """kill -9 of ``pbft cluster`` cannot stop its replicas itself; they must not outlive it."""
+    import signal
+    import time
+
+    if sys.platform != "linux":
+        pytest.skip("replicas follow their parent's death on Linux only (prctl)")
+    files = init_cluster(tmp_path / "c", f=1, clients=1, ports=free_loopback_ports(4))
+    command = subprocess.Popen(
+        [sys.executable, "-m", "pbft", "cluster", str(files.directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    watcher = LocalCluster(files, files.directory / "data")
+    try:
+        assert watcher.wait_until(lambda s: all(s.values()), timeout=30), watcher.statuses()
+        pids = [s["pid"] for s in watcher.statuses().values() if s]
+        command.send_signal(signal.SIGKILL)
+        command.wait(10)
+        deadline = time.monotonic() + 20
+        running = pids
+        while running and time.monotonic() < deadline:
+            running = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and not _zombie(pid)]
+            time.sleep(0.05)
+        assert not running, f"replicas {running} outlived their killed parent"
+    finally:
+        if command.poll() is None:
+            command.kill()
+        for status in watcher.statuses().values():
+            if status and os.path.exists(f"/proc/{status['pid']}"):
+                os.kill(status["pid"], signal.SIGKILL)
 
 
 def _zombie(pid: int) -> bool:
