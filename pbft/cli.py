@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_traitor_option(demo)
 
+    from pbft.bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(commands)
+
     verify = commands.add_parser(
         "verify-evidence", help="check a proof that a replica equivocated, offline"
     )
@@ -479,6 +483,12 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pbft.bench.cli import run
+
+    return run(args)
+
+
 def cmd_explore(args: argparse.Namespace) -> int:
     from faults.verification.explore_cli import run
 
@@ -491,6 +501,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "client": cmd_client,
     "cluster": cmd_cluster,
     "demo": cmd_demo,
+    "bench": cmd_bench,
     "scenario": cmd_scenario,
     "verify-evidence": cmd_verify_evidence,
     "explore": cmd_explore,

@@ -1,0 +1,88 @@
+"""The ceiling: the most operations per second the design allows on this machine.
+
+It counts what the normal case costs for one batch of ``b`` requests in a
+cluster of n = 3f+1 replicas whose replicas and clients share ``cores`` cores,
+and prices each item with the same run's calibration (:mod:`pbft.bench.calibrate`):
+
+* every message is one hop (its sender's encoding and write, its receiver's
+  read and decoding): b REQUESTs, n-1 PRE-PREPAREs, (n-1)(n-1) PREPAREs (the
+  primary sends none), n(n-1) COMMITs, n·b REPLYs, and every K batches n(n-1)
+  CHECKPOINTs;
+* with ``auth="signatures"`` every message is signed once by its sender and
+  verified once by each receiver, and each request's signature is verified by
+  every replica (the backups see it inside the PRE-PREPARE); a client verifies
+  the f+1 replies it needs.
+
+Nothing is counted for SQLite, scheduling or the service itself, so the ceiling
+is an upper bound that no implementation reaches; the measured throughput as a
+fraction of it (the *efficiency*) says how much the rest costs.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from pbft.bench.calibrate import Costs
+
+AUTH_MODES = ("signatures",)
+
+
+@attrs.frozen
+class BatchCost:
+    """What one batch of ``batch`` requests costs the whole system."""
+
+    batch: float
+    messages: float
+    signs: float
+    verifies: float
+
+    def cpu_seconds(self, costs: Costs) -> float:
+        return (
+            self.messages * costs.hop_s + self.signs * costs.sign_s + self.verifies * costs.verify_s
+        )
+
+
+def batch_cost(n: int, f: int, batch: float, checkpoint_interval: int, auth: str) -> BatchCost:
+    """Count the messages, signatures and verifications of one batch in the normal case."""
+    if auth not in AUTH_MODES:
+        raise ValueError(f"unknown --auth {auth!r}; choose from {', '.join(AUTH_MODES)}")
+    if batch <= 0:
+        raise ValueError("a batch holds at least one request")
+    pre_prepares = n - 1
+    prepares = (n - 1) * (n - 1)
+    commits = n * (n - 1)
+    checkpoints = n * (n - 1) / checkpoint_interval
+    requests = batch
+    replies = n * batch
+    messages = requests + pre_prepares + prepares + commits + replies + checkpoints
+    # Signed by the sender: the client's request, the primary's PRE-PREPARE, each
+    # backup's PREPARE, each replica's COMMIT, CHECKPOINT and reply.
+    signs = requests + 1 + (n - 1) + n + n / checkpoint_interval + replies
+    # Verified by each receiver; the request once by every replica; the client
+    # needs f+1 replies.
+    verifies = n * requests + pre_prepares + prepares + commits + checkpoints + (f + 1) * batch
+    return BatchCost(batch, messages, signs, verifies)
+
+
+def ceiling_ops(costs: Costs, n: int, f: int, batch: float, checkpoint_interval: int,
+                auth: str, cores: int) -> float:  # fmt: skip
+    """Operations per second if ``cores`` cores did nothing but what the count says."""
+    cost = batch_cost(n, f, batch, checkpoint_interval, auth)
+    return cores * batch / cost.cpu_seconds(costs)
+
+
+def latency_floor_ms(costs: Costs, n: int, f: int, auth: str) -> float:
+    """One request alone: the crypto and hops on its critical path, in milliseconds.
+
+    Client signs; request hop; primary verifies it, signs the PRE-PREPARE; hop;
+    a backup verifies it and the request, signs its PREPARE; hop; the primary
+    (or any replica) verifies 2f PREPAREs, signs its COMMIT; hop; 2f+1 COMMITs
+    verified; reply signed; hop; the client verifies f+1 replies.
+    """
+    if auth not in AUTH_MODES:
+        raise ValueError(f"unknown --auth {auth!r}; choose from {', '.join(AUTH_MODES)}")
+    signs = 5
+    verifies = 1 + 2 + 2 * f + (2 * f + 1) + (f + 1)
+    hops = 5
+    seconds = signs * costs.sign_s + verifies * costs.verify_s + hops * costs.hop_s
+    return seconds * 1000

@@ -1,0 +1,42 @@
+"""``pbft bench`` end to end: real replica processes, real clients, one JSON report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def pbft(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pbft", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_bench_reports_its_figures_against_the_same_run_ceiling() -> None:
+    result = pbft("bench", "--json", "--clients", "3", "--duration", "2", "--warmup", "0.5",
+                  "--batch", "4")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("throughput_ops", "latency_ms", "timeouts", "ceiling_ops", "efficiency",
+                "cpu_ms_per_op", "batch_mean", "n", "f", "clients", "auth"):  # fmt: skip
+        assert key in report, key
+    assert (report["n"], report["f"], report["clients"], report["auth"]) == (4, 1, 3, "signatures")
+    assert report["operations"] > 0 and report["timeouts"] == 0
+    assert report["throughput_ops"] > 0
+    # Three closed-loop clients cannot fill more than three requests into a batch.
+    assert 1 <= report["batch_mean"] <= 3
+    latency = report["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"]
+    # The ceiling counts only part of the work: no run reaches it.
+    assert 0 < report["efficiency"] < 1
+    assert report["cpu_ms_per_op"]["replicas"] > 0 and report["cpu_ms_per_op"]["clients"] > 0
+    # Progress went to stderr, the report alone to stdout.
+    assert "ceiling of the design" in result.stderr and "ops/s" in result.stderr
+    assert len(result.stdout.strip().splitlines()) == 1
+
+
+def test_bench_refuses_a_bad_option_in_one_line() -> None:
+    result = pbft("bench", "--clients", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "pbft bench: error: --clients must be at least 1"
