@@ -89,6 +89,12 @@ class ProtocolParams:
     #: Most batches the primary keeps in flight (assigned, not yet executed);
     #: requests arriving meanwhile queue up and go out together (§4.2).
     max_inflight_batches: int = 4
+    #: Adaptive batching: a batch that is not full goes out only while fewer than
+    #: this many batches are in flight. A lone client is never delayed (nothing is
+    #: in flight when its request arrives); under load requests gather while a
+    #: batch is agreed on, and batches grow towards ``batch_size``. Set it to
+    #: ``max_inflight_batches`` to send every request as soon as a slot is free.
+    partial_batches_in_flight: int = 1
     #: T: how long a backup waits for a pending request before a view change (§4.4).
     view_change_timeout_ticks: int = 1000
     #: How long before a state fetch is retried with other peers.
@@ -118,6 +124,8 @@ class ProtocolParams:
             raise ConfigError("batch_size must be at least 1")
         if self.max_inflight_batches < 1:
             raise ConfigError("max_inflight_batches must be at least 1")
+        if not 1 <= self.partial_batches_in_flight <= self.max_inflight_batches:
+            raise ConfigError("partial_batches_in_flight must lie in [1, max_inflight_batches]")
         for name in ("view_change_timeout_ticks", "state_transfer_timeout_ticks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")

@@ -416,15 +416,23 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
         §4.2: n must lie in (h, h+L]. Batching (§4.2): at most
         ``max_inflight_batches`` sequence numbers are assigned and not yet
         executed; requests that arrive meanwhile queue up and go out together,
-        up to ``batch_size`` in one PRE-PREPARE.
+        up to ``batch_size`` in one PRE-PREPARE. A batch that would not be full
+        waits while ``partial_batches_in_flight`` batches are in flight (adaptive
+        batching); executing one calls this again.
         """
         if not self.is_primary:
             return
+        params = self.params
         limit = min(
-            self.low_watermark + self.params.log_window,
-            self.last_executed + self.params.max_inflight_batches,
+            self.low_watermark + params.log_window,
+            self.last_executed + params.max_inflight_batches,
         )
         while self.queue and self.next_seq <= limit:
+            if (
+                len(self.queue) < params.batch_size
+                and self.next_seq - 1 - self.last_executed >= params.partial_batches_in_flight
+            ):
+                return
             batch: list[Signed[Request]] = []
             while self.queue and len(batch) < self.params.batch_size:
                 _, signed = self.queue.popitem(last=False)

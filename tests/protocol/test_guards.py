@@ -325,8 +325,10 @@ def test_a_replica_shown_to_be_behind_fetches_the_state_above_its_own() -> None:
 
 def test_new_view_entered_counts_null_requests_apart() -> None:
     """O with a gap: seq 1 prepared nowhere, seq 2 prepared everywhere. The new view
-    re-issues seq 2 and fills seq 1 with a null request."""
-    cluster = make_cluster(f=1, clients=2, seed=315)
+    re-issues seq 2 and fills seq 1 with a null request (seq 2 goes out while seq 1
+    is in flight: batches are not held back for adaptive batching here)."""
+    params = ProtocolParams(partial_batches_in_flight=4)
+    cluster = make_cluster(f=1, clients=2, seed=315, params=params)
     notices: list[NewViewEntered] = []
 
     def record(address, effects):  # type: ignore[no-untyped-def]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pbft import service as kv
-from pbft.config import ProtocolParams
-from pbft.events import Executed
+from pbft.config import ConfigError, ProtocolParams
+from pbft.encoding import encode_signed
+from pbft.events import Executed, Receive, SendToReplicas
+from pbft.messages import PrePrepare, Request
 from pbft.simnet import make_cluster
 from tests.conftest import (
     assert_agreement,
@@ -241,3 +243,56 @@ def test_a_cluster_larger_than_3f_plus_1_uses_larger_quorums() -> None:
     assert cluster.network.run_until_idle(max_ticks=50_000)
     assert_agreement(cluster, [0, 1, 2, 3])
     assert_same_state(cluster, [0, 1, 2, 3])
+
+
+def _requests_to_primary(params: ProtocolParams, clients: list[int]) -> list[list[int]]:
+    """Deliver one request from each client to the primary in turn; the batch sizes of
+    the PRE-PREPAREs each delivery sends (nothing executes: no backup is stepped)."""
+    cluster = make_cluster(f=1, clients=max(clients) + 1, seed=6, params=params)
+    primary = cluster.replicas[0]
+    sizes = []
+    for client in clients:
+        request = cluster.clients[client].auth.sign(Request(client, 1, kv.put(f"k{client}", "v")))
+        effects = primary.step(Receive(encode_signed(request)))
+        sizes.append(
+            [
+                len(effect.message.message.batch)
+                for effect in effects
+                if type(effect) is SendToReplicas and type(effect.message.message) is PrePrepare
+            ]
+        )
+    return sizes
+
+
+def test_adaptive_batching_holds_partial_batches_while_one_is_in_flight() -> None:
+    """A lone request goes out at once; while it is in flight, requests gather until a
+    batch is full, and a full batch goes out without waiting (up to max_inflight_batches)."""
+    params = ProtocolParams(batch_size=3, max_inflight_batches=4)
+    assert _requests_to_primary(params, [0, 1, 2, 3, 4, 5, 6]) == [
+        [1], [], [], [3], [], [], [3],
+    ]  # fmt: skip
+
+
+def test_without_adaptive_batching_every_request_takes_a_free_slot() -> None:
+    params = ProtocolParams(batch_size=3, max_inflight_batches=4, partial_batches_in_flight=4)
+    assert _requests_to_primary(params, [0, 1, 2, 3, 4]) == [[1], [1], [1], [1], []]
+
+
+def test_held_requests_go_out_together_once_the_batch_in_flight_executes() -> None:
+    """End to end: 6 clients at once with batch_size 8: the first request alone, then the
+    other five in one batch, and every operation completes."""
+    params = ProtocolParams(batch_size=8)
+    cluster = make_cluster(f=1, clients=6, seed=7, params=params)
+    for client in cluster.clients:
+        cluster.network.invoke(client, kv.put(f"k{client}", "v"))
+    assert cluster.network.run_until_idle(max_ticks=20_000)
+    assert completed_all(cluster)
+    assert [len(entry.requests) for entry in cluster.network.executed[0]] == [1, 5]
+    assert_agreement(cluster)
+
+
+def test_partial_batches_in_flight_is_checked() -> None:
+    with pytest.raises(ConfigError, match="partial_batches_in_flight"):
+        ProtocolParams(max_inflight_batches=2, partial_batches_in_flight=3)
+    with pytest.raises(ConfigError, match="partial_batches_in_flight"):
+        ProtocolParams(partial_batches_in_flight=0)

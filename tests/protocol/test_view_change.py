@@ -96,7 +96,9 @@ def test_request_prepared_before_the_view_change_executes_exactly_once_after_it(
 
 def test_new_view_fills_gaps_with_null_requests() -> None:
     """§4.4: sequence numbers between min-s and max-s with no certificate get a null request."""
-    cluster = make_cluster(f=1, clients=2, seed=42)
+    # Seq 2 must go out while seq 1 is in flight: no adaptive batching here.
+    params = ProtocolParams(partial_batches_in_flight=4)
+    cluster = make_cluster(f=1, clients=2, seed=42, params=params)
     network = cluster.network
 
     # Seq 1 (client 0's request) never gets its PREPAREs through; seq 2 (client 1's) prepares.
