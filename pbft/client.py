@@ -7,12 +7,30 @@ result: at least one of them is honest. If no such quorum arrives before the
 retransmission timer fires, it sends the *same* request (same timestamp, so
 replicas can execute it at most once) to every replica, and keeps doing so.
 
+Retransmission timing. By default the timer is fixed (the paper's, and the
+simulator's). Given ``max_retransmit_timeout_ticks`` above the base, the
+client backs off so that an overloaded cluster is not flooded by its own
+clients (a thundering herd of retransmissions to every replica, each of which
+forwards them to the primary and starts a view-change timer):
+
+* the first timeout adapts to the latency the driver observes
+  (:meth:`Client.observe_latency`, Jacobson/Karels as in TCP: smoothed
+  latency plus four times its mean deviation), never below the base;
+* each later retransmission waits a *full jitter* exponential delay, uniform
+  in [0, min(cap, timeout * 2**attempt)], so clients that timed out together
+  do not retransmit together. The "random" draw is a hash of (client,
+  timestamp, attempt): the core stays deterministic.
+
+Replies are checked for recipient, staleness and duplicates before their
+signature: a reply that arrives after f+1 already agreed costs no verification.
+
 Like a replica, a client takes events and returns effects; it has one
 operation outstanding at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pbft.auth import Authenticator, Rejection
@@ -53,6 +71,7 @@ class Client:
         verifier: Verifier | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_request_bytes: int = 4096,
+        max_retransmit_timeout_ticks: int | None = None,
     ) -> None:
         if not 0 <= client_id < len(config.client_keys):
             raise ConfigError(f"client id {client_id} is not configured")
@@ -60,16 +79,24 @@ class Client:
             raise ConfigError(f"the private key given does not belong to client {client_id}")
         if retransmit_timeout_ticks < 1:
             raise ConfigError("retransmit_timeout_ticks must be at least 1")
+        cap = max_retransmit_timeout_ticks
+        if cap is not None and cap < retransmit_timeout_ticks:
+            raise ConfigError("max_retransmit_timeout_ticks must be at least the base timeout")
         self.id = client_id
         self.config = config
         self.auth = Authenticator(config, signer, verifier, max_message_bytes)
         self.counters = Counters()
         self.retransmit_timeout_ticks = retransmit_timeout_ticks
+        self.max_retransmit_timeout_ticks = cap if cap is not None else retransmit_timeout_ticks
+        #: Smoothed latency and its mean deviation, in ticks (None until observed).
+        self.smoothed_latency: float | None = None
+        self.latency_deviation = 0.0
         self.max_request_bytes = max_request_bytes
         self.view = 0
         self.timestamp = 0
         self.outstanding: Signed[Request] | None = None
         self._replies: dict[int, Reply] = {}
+        self._attempt = 0
         self._everyone = tuple(range(config.n))
 
     @property
@@ -98,11 +125,43 @@ class Client:
         self.timestamp = timestamp
         self.outstanding = request
         self._replies = {}
+        self._attempt = 0
         primary = self.config.primary(self.view)
         return [
             SendToReplicas((primary,), request),
-            SetTimer(RETRANSMIT_TIMER, self.retransmit_timeout_ticks),
+            SetTimer(RETRANSMIT_TIMER, self.first_timeout_ticks()),
         ]
+
+    # ------------------------------------------------------------ retransmission
+
+    def observe_latency(self, ticks: float) -> None:
+        """Tell the client how long a completed operation took (the driver's clock)."""
+        if self.smoothed_latency is None:
+            self.smoothed_latency, self.latency_deviation = ticks, ticks / 2
+            return
+        error = ticks - self.smoothed_latency
+        self.latency_deviation += (abs(error) - self.latency_deviation) / 4
+        self.smoothed_latency += error / 8
+
+    def first_timeout_ticks(self) -> int:
+        """The first retransmission's delay: the observed latency with margin, in bounds."""
+        base, cap = self.retransmit_timeout_ticks, self.max_retransmit_timeout_ticks
+        if self.smoothed_latency is None or cap == base:
+            return base
+        estimate = self.smoothed_latency + 4 * self.latency_deviation
+        return int(min(cap, max(base, estimate)))
+
+    def retransmit_delay_ticks(self, attempt: int) -> int:
+        """Delay before retransmission ``attempt + 1``: full jitter, exponential, capped."""
+        first, cap = self.first_timeout_ticks(), self.max_retransmit_timeout_ticks
+        if cap == self.retransmit_timeout_ticks:
+            return first  # a fixed timer
+        ceiling = min(cap, first * 2 ** min(attempt, 32))
+        assert self.outstanding is not None
+        draw = hashlib.blake2b(
+            b"%d|%d|%d" % (self.id, self.outstanding.message.timestamp, attempt), digest_size=8
+        ).digest()
+        return max(1, ceiling * int.from_bytes(draw, "big") // 2**64)
 
     def abandon(self) -> list[Effect]:
         """Give up on the outstanding operation (the application timed out).
@@ -117,13 +176,16 @@ class Client:
     def _retransmit(self, name: str) -> list[Effect]:
         if name != RETRANSMIT_TIMER or self.outstanding is None:
             return []
+        self._attempt += 1
         return [
             SendToReplicas(self._everyone, self.outstanding),
-            SetTimer(RETRANSMIT_TIMER, self.retransmit_timeout_ticks),
+            SetTimer(RETRANSMIT_TIMER, self.retransmit_delay_ticks(self._attempt)),
         ]
 
     def _receive(self, event: Receive) -> list[Effect]:
-        opened = self.auth.open(event.data, (Reply,), event.channel)
+        # Every check that needs no signature first: late and duplicate replies are
+        # the common case once f+1 agreed, and cost nothing then.
+        opened = self.auth.decode(event.data, (Reply,), event.channel)
         if type(opened) is Rejection:
             return self._drop(opened.message_type, opened.reason)
         reply: Reply = opened.message
@@ -134,6 +196,9 @@ class Client:
             return self._drop("REPLY", "stale")
         if reply.sender in self._replies:
             return self._drop("REPLY", "duplicate")
+        reason = self.auth.verify(opened)
+        if reason is not None:
+            return self._drop("REPLY", reason)
         self.counters.accept("REPLY")
         self._replies[reply.sender] = reply
         agreeing = sorted(

@@ -57,6 +57,8 @@ from pbft.runtime.storage import read_history
 
 #: Clients retransmit to every replica after this long without f+1 replies.
 RETRANSMIT_TICKS = 300
+#: Backoff stops growing here, so a client notices a healed partition within 2 s.
+MAX_RETRANSMIT_TICKS = 2_000
 #: How long the cluster may take to connect before the run is abandoned.
 CONNECT_TIMEOUT_S = 15.0
 #: After the workload: wait at most this long for the honest replicas to line up.
@@ -207,7 +209,12 @@ class _Run:
         return self.logs.enter_context(open(self.folder / name, "w", encoding="utf-8"))
 
     def _client(self, client_id: int) -> RemoteClient:
-        client = RemoteClient(self.files, client_id, retransmit_ticks=RETRANSMIT_TICKS)
+        client = RemoteClient(
+            self.files,
+            client_id,
+            retransmit_ticks=RETRANSMIT_TICKS,
+            max_retransmit_ticks=MAX_RETRANSMIT_TICKS,
+        )
         for spec in self.scenario.byzantine_clients:
             if spec.client == client_id:
                 client.core = ByzantineClient(client.core, spec.mode)  # type: ignore[assignment]

@@ -41,6 +41,8 @@ from pbft.runtime.timers import Timers
 
 TICK_SECONDS = 0.001
 DEFAULT_RETRANSMIT_TICKS = 1000
+#: The most a retransmission waits once backoff has grown (16 s).
+DEFAULT_MAX_RETRANSMIT_TICKS = 16_000
 _CONNECTION_ERRORS = (
     OSError,
     trio.BrokenResourceError,
@@ -128,6 +130,7 @@ class RemoteClient:
         client_id: int,
         signer: Signer | None = None,
         retransmit_ticks: int = DEFAULT_RETRANSMIT_TICKS,
+        max_retransmit_ticks: int | None = DEFAULT_MAX_RETRANSMIT_TICKS,
     ) -> None:
         if files.config.scheme != ED25519:
             raise ConfigError("the runtime signs with Ed25519 only")
@@ -143,6 +146,11 @@ class RemoteClient:
             retransmit_timeout_ticks=retransmit_ticks,
             max_message_bytes=files.params.max_message_bytes,
             max_request_bytes=files.params.max_request_bytes,
+            max_retransmit_timeout_ticks=(
+                None
+                if max_retransmit_ticks is None
+                else max(retransmit_ticks, max_retransmit_ticks)
+            ),
         )
         self.timers = Timers(TICK_SECONDS)
         self.connections = {
@@ -169,10 +177,12 @@ class RemoteClient:
         """Run one operation through the cluster; raise :class:`NoQuorum` on timeout."""
         self._done = done = trio.Event()
         self._result = None
+        started = trio.current_time()
         self._step(Invoke(operation, min_timestamp=wall_clock_timestamp()))
         try:
             with trio.fail_after(timeout):
                 await done.wait()
+            self.core.observe_latency((trio.current_time() - started) / TICK_SECONDS)
         except trio.TooSlowError:
             for effect in self.core.abandon():
                 self._carry_out(effect)
