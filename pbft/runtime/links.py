@@ -302,8 +302,13 @@ async def serve_connection(
     on_disconnect: Callable[[Identity], None] | None = None,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     verifier: Verifier | None = None,
+    on_frames: Callable[[Identity, list[bytes]], None] | None = None,
 ) -> None:
     """Serve one accepted connection: handshake, then hand every frame to ``on_frame``.
+
+    Given ``on_frames``, frames are handed over in bursts instead: every frame
+    that one read of the socket completed, in order
+    (:meth:`~pbft.runtime.framing.FramedStream.receive_frames`).
 
     Returns when the connection ends, for whatever reason the peer or the
     network caused; the stream is always closed. Errors raised by the
@@ -316,6 +321,9 @@ async def serve_connection(
         logger.debug("%s: %s connected", format_identity(me), format_identity(dialer))
         if on_connect is not None:
             on_connect(dialer, framed)
+        if on_frames is not None:
+            while True:
+                on_frames(dialer, await framed.receive_frames())
         while True:
             on_frame(dialer, await framed.receive_frame())
     except (HandshakeError, *_CONNECTION_ERRORS) as error:

@@ -6,7 +6,9 @@ Theory of operation
 
 * it listens on TCP; every accepted connection is authenticated by the
   handshake (:func:`pbft.runtime.links.serve_connection`) and each frame is
-  stepped into the core as ``Receive(frame, channel=identity)``;
+  stepped into the core as ``Receive(frame, channel=identity)``; the frames
+  one socket read completed are stepped together and journalled in one
+  transaction (group commit) before any of their messages leaves;
 * it keeps one outgoing :class:`~pbft.runtime.links.PeerLink` per peer
   replica, and sends REPLYs back to a client over the client's own
   connection;
@@ -255,14 +257,27 @@ class ReplicaNode:
             self.me,
             self.signer,
             on_frame=self._on_frame,
+            on_frames=self._on_frames,
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             max_frame_bytes=self.max_frame_bytes,
         )
 
     def _on_frame(self, identity: Identity, frame: bytes) -> None:
-        self.log.received(self.replica.view, frame, format_identity(identity))
-        self._step(Receive(frame, channel=identity))
+        self._on_frames(identity, [frame])
+
+    def _on_frames(self, identity: Identity, frames: list[bytes]) -> None:
+        """Step a burst of frames from one connection, then journal and send once.
+
+        Group commit: the journal records the effects of every step of the burst
+        in one transaction, still before any message of the burst leaves.
+        """
+        sender = format_identity(identity)
+        effects: list[Effect] = []
+        for frame in frames:
+            self.log.received(self.replica.view, frame, sender)
+            effects += self.replica.step(Receive(frame, channel=identity))
+        self._carry_out(effects)
 
     def _on_connect(self, identity: Identity, framed: FramedStream) -> None:
         self.log.event("connected", peer=format_identity(identity))

@@ -3,9 +3,10 @@
 This is the runtime's :class:`~pbft.journal.MemoryJournal`: the same
 :func:`pbft.journal.changes` decide what is kept, and :meth:`SqliteJournal.load`
 returns the :class:`~pbft.replica_recovery.DurableState` a restarted replica
-recovers from. The driver calls :meth:`SqliteJournal.record` after each step
-and *before* sending anything, so a message never leaves that the database
-does not remember; each call is one transaction.
+recovers from. The driver calls :meth:`SqliteJournal.record` after each step,
+or once with the effects of a burst of steps (group commit), and *before*
+sending anything, so a message never leaves that the database does not
+remember; each call is one transaction.
 
 WAL mode with ``synchronous=NORMAL`` survives the process being killed (even
 with SIGKILL): a committed transaction is in the WAL file, which the next open
@@ -82,6 +83,7 @@ class SqliteJournal:
         self._stable_seq = self._get("stable_seq") or 0
         self._snapshot_seq = self._get("snapshot_seq") or 0
         self._view = self._get("view") or 0
+        self._view_active = self._get_active()
 
     # ------------------------------------------------------------------ writing
 
@@ -89,7 +91,7 @@ class SqliteJournal:
         """Keep what ``effects`` make durable; one transaction, before any send."""
         update = changes(replica, effects, self._stable_seq, self._snapshot_seq)
         executed = [effect for effect in effects if type(effect) is Executed]
-        view_changed = (update.view, update.view_active) != (self._view, self._get_active())
+        view_changed = (update.view, update.view_active) != (self._view, self._view_active)
         if not (
             update.sent
             or update.certificates
@@ -143,7 +145,7 @@ class SqliteJournal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._view = update.view
+        self._view, self._view_active = update.view, update.view_active
         if update.stable is not None:
             self._stable_seq = update.stable[0]
         if update.snapshot is not None:

@@ -182,3 +182,19 @@ async def test_concurrent_senders_never_interleave_their_frames() -> None:
     # Each batch arrives whole and in order, whatever order the batches went in.
     blocks = [received[start : start + 50] for start in range(0, 150, 50)]
     assert sorted(blocks) == sorted(batches.values())
+
+
+async def test_receive_frames_returns_every_complete_frame_one_read_brought() -> None:
+    incoming, framed = receive_only()
+    incoming.put_data(header(1) + b"a" + header(0) + header(2) + b"bc" + header(3) + b"d")
+    assert await framed.receive_frames() == [b"a", b"", b"bc"]  # the 4th is incomplete
+    incoming.put_data(b"ef" + header(1) + b"g")
+    assert await framed.receive_frames(max_frames=1) == [b"def"]
+    assert await framed.receive_frames() == [b"g"]
+
+
+async def test_receive_frames_refuses_an_oversized_frame_behind_good_ones() -> None:
+    incoming, framed = receive_only()
+    incoming.put_data(header(1) + b"a" + header(1025))
+    with pytest.raises(FrameError, match="frame of 1025 bytes"):
+        await framed.receive_frames()

@@ -99,3 +99,40 @@ def test_a_database_of_another_replica_is_refused(tmp_path: Path) -> None:
         SqliteJournal(tmp_path / "r.db", "cluster-a", 1)
     with pytest.raises(StorageError, match="cluster-a"):
         SqliteJournal(tmp_path / "r.db", "cluster-b", 0)
+
+
+def test_group_commit_keeps_what_one_transaction_per_step_keeps(tmp_path: Path) -> None:
+    """The runtime journals a burst of steps in one transaction (their effects
+    together, after the last step). Through checkpoints, garbage collection and a view
+    change, that keeps exactly what recording every step on its own keeps."""
+    params = ProtocolParams(batch_size=2, checkpoint_interval=4, log_window=8)
+    cluster = make_cluster(f=1, clients=3, seed=93, params=params)
+    config = cluster.config
+    single = {r: SqliteJournal(tmp_path / f"s{r}.db", config.cluster_id, r) for r in range(4)}
+    grouped = {r: SqliteJournal(tmp_path / f"g{r}.db", config.cluster_id, r) for r in range(4)}
+    bursts: dict[int, list] = {r: [] for r in range(4)}  # type: ignore[type-arg]
+    steps = [0]
+
+    def record(address, effects):  # type: ignore[no-untyped-def]
+        if address[0] != "replica":
+            return
+        replica = cluster.network.nodes[address]
+        single[address[1]].record(replica, effects)
+        bursts[address[1]].extend(effects)
+        steps[0] += 1
+        if steps[0] % (1 + steps[0] % 5) == 0:  # bursts of irregular length
+            grouped[address[1]].record(replica, bursts[address[1]])
+            bursts[address[1]].clear()
+
+    cluster.network.on_step = record
+    submit_puts(cluster, per_client=8, prefix="a")
+    cluster.network.run(150)
+    cluster.network.crash(("replica", 0))  # the primary: a view change follows
+    submit_puts(cluster, per_client=8, prefix="b")
+    assert cluster.network.run_until_idle(200_000)
+    assert completed_all(cluster)
+    for r in (1, 2, 3):
+        grouped[r].record(cluster.replicas[r], bursts[r])
+        assert cluster.replicas[r].view >= 1 and cluster.replicas[r].low_watermark >= 4
+        assert grouped[r].load() == single[r].load()
+        assert grouped[r].history() == single[r].history()
