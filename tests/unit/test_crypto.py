@@ -385,3 +385,32 @@ def test_params_accept_boundary_values():
     )
     assert params.log_window == 1
     assert ProtocolParams(checkpoint_interval=10, log_window=30).log_window == 30
+
+
+def test_rfc8032_test_vector_1_signs_and_verifies_through_libsodium():
+    """RFC 8032 §7.1, TEST 1 (empty message): the seed, public key and signature."""
+    seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    public = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    signature = bytes.fromhex(
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+    )
+    signer = Ed25519Signer.from_seed(seed)
+    assert signer.public_key == public
+    assert signer.sign(b"") == signature
+    verifier = Ed25519Verifier()
+    assert verifier.verify(public, signature, b"")
+    assert not verifier.verify(public, signature, b"x")
+    assert not verifier.verify(public, signature[:63], b"")
+
+
+def test_signatures_interoperate_with_the_cryptography_package():
+    signer = Ed25519Signer.generate()
+    data = b"pbft/1|c|PREPARE|payload"
+    Ed25519PublicKey.from_public_bytes(signer.public_key).verify(signer.sign(data), data)
+    other = Ed25519Signer.generate()
+    assert not Ed25519Verifier().verify(signer.public_key, other.sign(data), data)
+
+
+def test_the_verifier_still_refuses_a_small_order_key_before_verifying():
+    with pytest.raises(UnsafeKeyError, match="small order"):
+        Ed25519Verifier().verify(IDENTITY_KEY, FORGED_SIGNATURE, b"any message")
