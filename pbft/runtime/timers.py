@@ -1,12 +1,17 @@
 """Named one-shot timers on Trio's clock, for the core's SetTimer/CancelTimer effects.
 
-One task sleeps until the earliest deadline (or until the set of timers
-changes) and fires what is due. Deadlines come from ``trio.current_time()``,
-so ``trio.testing.MockClock`` drives them in tests.
+One task sleeps until the earliest deadline and fires what is due. It is
+woken early only when a timer is set to fire before the deadline it sleeps
+towards: a replica restarts its timers on most steps, and waking the task for
+each of those (a task switch per message) would buy nothing. A cancelled
+timer's deadline may still wake the task once, to find nothing due. Deadlines
+come from ``trio.current_time()``, so ``trio.testing.MockClock`` drives them in
+tests.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import trio
@@ -17,15 +22,18 @@ class Timers:
         self.tick_seconds = tick_seconds
         self._deadlines: dict[str, float] = {}
         self._changed = trio.Event()
+        #: The deadline the task sleeps towards (inf: none).
+        self._waking_at = math.inf
 
     def set(self, name: str, ticks: int) -> None:
         """(Re)start ``name`` to fire after ``ticks`` ticks."""
-        self._deadlines[name] = trio.current_time() + ticks * self.tick_seconds
-        self._changed.set()
+        deadline = trio.current_time() + ticks * self.tick_seconds
+        self._deadlines[name] = deadline
+        if deadline < self._waking_at:
+            self._changed.set()
 
     def cancel(self, name: str) -> None:
-        if self._deadlines.pop(name, None) is not None:
-            self._changed.set()
+        self._deadlines.pop(name, None)
 
     def pending(self) -> dict[str, float]:
         return dict(self._deadlines)
@@ -34,11 +42,10 @@ class Timers:
         """Forever: wait for the earliest deadline, then ``fire`` each timer due, in order."""
         while True:
             self._changed = trio.Event()
-            if self._deadlines:
-                with trio.move_on_at(min(self._deadlines.values())):
-                    await self._changed.wait()
-            else:
+            self._waking_at = min(self._deadlines.values(), default=math.inf)
+            with trio.move_on_at(self._waking_at):
                 await self._changed.wait()
+            self._waking_at = -math.inf  # awake: set() need not wake us
             now = trio.current_time()
             due = sorted(
                 (deadline, name) for name, deadline in self._deadlines.items() if deadline <= now
