@@ -43,13 +43,33 @@ def add_parser(commands: Any) -> None:
     )
     bench.add_argument("--timeout", type=float, default=DEFAULTS.timeout,
                        help="seconds a request may take before it counts as a timeout")  # fmt: skip
+    bench.add_argument(
+        "--protocol", action="append", default=[], metavar="KEY=VALUE",
+        help="a further [protocol] setting of the cluster, e.g. partial_batches_in_flight=4 "
+        "(repeatable)",
+    )  # fmt: skip
     bench.add_argument("--json", action="store_true", help="print the report as one JSON line")
+
+
+def parse_protocol(items: list[str]) -> dict[str, int]:
+    """``KEY=VALUE`` pairs with integer values; ValueError names the bad one."""
+    table: dict[str, int] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise ValueError(f"--protocol {item!r}: expected KEY=VALUE")
+        try:
+            table[key.strip()] = int(value)
+        except ValueError:
+            raise ValueError(f"--protocol {item!r}: the value must be an integer") from None
+    return table
 
 
 def run(args: argparse.Namespace) -> int:
     settings = BenchSettings(
         f=args.f, clients=args.clients, duration=args.duration, warmup=args.warmup,
         batch=args.batch, auth=args.auth, timeout=args.timeout,
+        protocol=parse_protocol(args.protocol),
     )  # fmt: skip
     settings.check()  # ValueError: one line, exit 2 (pbft.cli.main)
     tty = sys.stderr.isatty()

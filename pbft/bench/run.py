@@ -26,7 +26,7 @@ import trio
 from pbft import service as kv
 from pbft.bench.calibrate import Costs, calibrate
 from pbft.bench.model import AUTH_MODES, ceiling_ops, latency_floor_ms
-from pbft.config import ProtocolParams
+from pbft.config import ConfigError, ProtocolParams
 from pbft.runtime.client import NoQuorum, RemoteClient
 from pbft.runtime.demo import DEMO_PROTOCOL, percentile
 from pbft.runtime.files import free_loopback_ports, init_cluster
@@ -42,6 +42,8 @@ class BenchSettings:
     batch: int = ProtocolParams().batch_size
     auth: str = "signatures"
     timeout: float = 10.0
+    #: Further ``[protocol]`` settings of the cluster (to measure a knob on and off).
+    protocol: dict[str, int] = attrs.Factory(dict)
 
     def check(self) -> None:
         """Refuse settings that cannot run, naming the option."""
@@ -59,6 +61,18 @@ class BenchSettings:
             raise ValueError("--timeout must be more than 0 seconds")
         if self.auth not in AUTH_MODES:
             raise ValueError(f"--auth {self.auth!r}: choose from {', '.join(AUTH_MODES)}")
+        known = {field.name for field in attrs.fields(ProtocolParams)}
+        for key in self.protocol:
+            if key not in known:
+                raise ValueError(f"--protocol {key}: not a protocol setting")
+        try:
+            ProtocolParams(**self.cluster_protocol())
+        except (ConfigError, TypeError) as error:
+            raise ValueError(f"--protocol: {error}") from None
+
+    def cluster_protocol(self) -> dict[str, int]:
+        """The ``[protocol]`` table of the benchmarked cluster."""
+        return {**DEMO_PROTOCOL, "batch_size": self.batch, **self.protocol}
 
 
 def cores() -> int:
@@ -105,7 +119,7 @@ def run_bench(
     n = 3 * settings.f + 1
     progress("calibrating sign, verify, MAC and one message hop on this machine ...")
     costs = costs or calibrate()
-    protocol = {**DEMO_PROTOCOL, "batch_size": settings.batch}
+    protocol = settings.cluster_protocol()
     interval = protocol["checkpoint_interval"]
 
     def ceiling(batch: float) -> float:
@@ -149,6 +163,7 @@ def run_bench(
         "auth": settings.auth,
         "duration_s": round(elapsed, 3),
         "batch_size": settings.batch,
+        "protocol": dict(settings.protocol),
         "operations": done,
         "throughput_ops": round(throughput, 1),
         "latency_ms": {

@@ -40,3 +40,16 @@ def test_bench_refuses_a_bad_option_in_one_line() -> None:
     result = pbft("bench", "--clients", "0")
     assert result.returncode == 2
     assert result.stderr.strip() == "pbft bench: error: --clients must be at least 1"
+
+
+def test_bench_refuses_an_unknown_or_impossible_protocol_setting_in_one_line() -> None:
+    for value, message in (
+        ("nope=1", "--protocol nope: not a protocol setting"),
+        ("batch_size", "--protocol 'batch_size': expected KEY=VALUE"),
+        ("batch_size=x", "--protocol 'batch_size=x': the value must be an integer"),
+        ("partial_batches_in_flight=9",
+         "--protocol: partial_batches_in_flight must lie in [1, max_inflight_batches]"),
+    ):  # fmt: skip
+        result = pbft("bench", "--protocol", value)
+        assert result.returncode == 2
+        assert result.stderr.strip() == f"pbft bench: error: {message}"
