@@ -154,7 +154,7 @@ class SqliteJournal:
     def _discard_old_view_messages(self, view: int) -> None:
         rows = self._db.execute("SELECT payload, data FROM sent WHERE seq IS NULL").fetchall()
         for payload, data in rows:
-            if is_stale_view_message(decode_signed(data).message, view):
+            if is_stale_view_message(_decode(data).message, view):
                 self._db.execute("DELETE FROM sent WHERE payload = ?", (payload,))
 
     # ------------------------------------------------------------------ reading
@@ -162,16 +162,16 @@ class SqliteJournal:
     def load(self) -> DurableState:
         """What a restarted replica recovers from."""
         db = self._db
-        proof = tuple(decode_signed(data) for data in self._get("stable_proof") or [])
+        proof = tuple(_decode(data) for data in self._get("stable_proof") or [])
         sent = tuple(
-            decode_signed(data) for (data,) in db.execute("SELECT data FROM sent ORDER BY rowid")
+            _decode(data) for (data,) in db.execute("SELECT data FROM sent ORDER BY rowid")
         )
         certificates = tuple(
-            decode_certificate(data)
+            decode_certificate(data, len(data))
             for (data,) in db.execute("SELECT data FROM certificates ORDER BY seq")
         )
         committed = tuple(
-            decode_signed(data) for (data,) in db.execute("SELECT data FROM committed ORDER BY seq")
+            _decode(data) for (data,) in db.execute("SELECT data FROM committed ORDER BY seq")
         )
         return DurableState(
             view=self._get("view") or 0,
@@ -223,6 +223,17 @@ def read_history(path: Path | str) -> list[tuple[int, int, bytes]]:
         ]
     finally:
         db.close()
+
+
+def _decode(data: bytes) -> Any:
+    """A message this replica wrote itself: its own length is the limit.
+
+    The decoder's default limit (4 MiB) is below what an honest replica may send
+    with the default parameters (a VIEW-CHANGE takes up to about 4.1 MiB and a
+    NEW-VIEW about 16 MiB, :mod:`pbft.bounds`): decoding with it made a replica
+    that had journalled such a message unable to restart.
+    """
+    return decode_signed(data, len(data))
 
 
 def _view(message: Any) -> int | None:

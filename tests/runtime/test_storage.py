@@ -136,3 +136,29 @@ def test_group_commit_keeps_what_one_transaction_per_step_keeps(tmp_path: Path) 
         assert cluster.replicas[r].view >= 1 and cluster.replicas[r].low_watermark >= 4
         assert grouped[r].load() == single[r].load()
         assert grouped[r].history() == single[r].history()
+
+
+def test_a_journalled_message_above_the_decoder_s_default_limit_is_recovered(
+    tmp_path: Path,
+) -> None:
+    """Found by mutation sample D: load() decoded with the 4 MiB default limit, while a
+    VIEW-CHANGE may take about 4.1 MiB and a NEW-VIEW about 16 MiB with the default
+    parameters (pbft.bounds). A replica that journalled one could not restart."""
+    from pbft.bounds import message_bounds
+    from pbft.encoding import DEFAULT_MAX_MESSAGE_BYTES
+    from pbft.events import SendToReplicas
+
+    cluster = make_cluster(f=1, clients=5, seed=94)
+    assert message_bounds(cluster.config, cluster.params).new_view > DEFAULT_MAX_MESSAGE_BYTES
+    primary = cluster.replicas[0]
+    requests = tuple(
+        cluster.clients[c].auth.sign(Request(c, 1, kv.put(f"k{c}", "v" * (1 << 20))))
+        for c in range(5)
+    )
+    big = primary.auth.sign(PrePrepare(0, 1, batch_digest(requests), requests, 0))
+    assert len(encode_signed(big)) > DEFAULT_MAX_MESSAGE_BYTES
+    journal = SqliteJournal(tmp_path / "r0.db", cluster.config.cluster_id, 0)
+    journal.record(primary, [SendToReplicas((1, 2, 3), big)])
+    journal.close()
+    state = SqliteJournal(tmp_path / "r0.db", cluster.config.cluster_id, 0).load()
+    assert [signed.payload for signed in state.sent] == [big.payload]
