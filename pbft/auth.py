@@ -24,10 +24,14 @@ Rules (docs/protocol.md, "Authentication"):
   replica can refuse on cheap grounds (size, view, window, sender role)
   before spending a verification; :meth:`Authenticator.open` is both steps.
 
-A later revision adds authenticated channels: :meth:`open` receives the
-principal the channel vouches for, and may accept a point-to-point message on
-that ground instead of its signature. That decision belongs here and nowhere
-else.
+Authenticated channels: :meth:`open` receives the principal the channel
+vouches for (the runtime's connections are mutually authenticated and every
+frame carries a MAC under a per-session key; the simulator knows the true
+sender). A message of a type listed in ``channel_types`` (REPLY, unless
+``ProtocolParams.signed_replies``) is accepted on that ground alone, without a
+signature: it is point-to-point and never has to convince a third party.
+Every other message is checked by its signature whatever channel it came on,
+and nested messages always are. That decision belongs here and nowhere else.
 """
 
 from __future__ import annotations
@@ -66,8 +70,11 @@ class Authenticator:
         verifier: Verifier | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         cache_entries: int = VERIFIED_CACHE_ENTRIES,
+        channel_types: tuple[type, ...] = (),
     ) -> None:
         self.cache_entries = cache_entries
+        #: Message types an authenticated channel vouches for without a signature.
+        self.channel_types = channel_types
         self.config = config
         self._signer = signer
         self._verifier = verifier or make_verifier(config.scheme)
@@ -99,11 +106,18 @@ class Authenticator:
             principal = message.sender
         return keys[principal] if principal < len(keys) else None
 
-    def verify(self, signed: Signed[Any]) -> str | None:
-        """Check one signed message; return None if authentic, else the reason."""
+    def verify(self, signed: Signed[Any], channel: tuple[str, int] | None = None) -> str | None:
+        """Check one signed message; return None if authentic, else the reason.
+
+        ``channel``: the principal the message's authenticated channel proved, when
+        it came straight off one and :meth:`decode` found that it fits. A message of
+        a ``channel_types`` type is then authentic without its signature.
+        """
         key = self.signer_key(signed.message)
         if key is None:
             return "non-member"
+        if channel is not None and type(signed.message) in self.channel_types:
+            return None
         signature = signed.signature
         if len(signature) != self._signature_bytes:
             return "bad-signature"
@@ -145,13 +159,13 @@ class Authenticator:
         authenticated connection proved to be (the runtime's handshake): its
         frames are attributed to it only, so a replica's connection may carry
         that replica's messages and client requests it forwards, and a client's
-        connection only that client's requests. The signature is still checked
-        (see the module docstring).
+        connection only that client's requests. The signature is still checked,
+        except for ``channel_types`` (see the module docstring).
         """
         decoded = self.decode(data, accept, channel)
         if type(decoded) is Rejection:
             return decoded
-        reason = self.verify(decoded)
+        reason = self.verify(decoded, channel)
         if reason is not None:
             return Rejection(decoded.message.TYPE, reason)
         return decoded

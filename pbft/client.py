@@ -72,6 +72,7 @@ class Client:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_request_bytes: int = 4096,
         max_retransmit_timeout_ticks: int | None = None,
+        signed_replies: bool = False,
     ) -> None:
         if not 0 <= client_id < len(config.client_keys):
             raise ConfigError(f"client id {client_id} is not configured")
@@ -84,7 +85,11 @@ class Client:
             raise ConfigError("max_retransmit_timeout_ticks must be at least the base timeout")
         self.id = client_id
         self.config = config
-        self.auth = Authenticator(config, signer, verifier, max_message_bytes)
+        # Unless replies are signed, a reply is authentic by its channel alone.
+        channel_types = () if signed_replies else (Reply,)
+        self.auth = Authenticator(
+            config, signer, verifier, max_message_bytes, channel_types=channel_types
+        )
         self.counters = Counters()
         self.retransmit_timeout_ticks = retransmit_timeout_ticks
         self.max_retransmit_timeout_ticks = cap if cap is not None else retransmit_timeout_ticks
@@ -196,7 +201,7 @@ class Client:
             return self._drop("REPLY", "stale")
         if reply.sender in self._replies:
             return self._drop("REPLY", "duplicate")
-        reason = self.auth.verify(opened)
+        reason = self.auth.verify(opened, event.channel)
         if reason is not None:
             return self._drop("REPLY", reason)
         self.counters.accept("REPLY")

@@ -95,6 +95,11 @@ class ProtocolParams:
     #: batch is agreed on, and batches grow towards ``batch_size``. Set it to
     #: ``max_inflight_batches`` to send every request as soon as a slot is free.
     partial_batches_in_flight: int = 1
+    #: 1: every REPLY is signed. 0 (the default): a REPLY is authenticated by the
+    #: channel it travels on (the runtime's connections carry a MAC keyed per
+    #: session, :mod:`pbft.runtime.channel`), as a point-to-point message that
+    #: never has to convince a third party. Clients and replicas must agree.
+    signed_replies: int = 0
     #: T: how long a backup waits for a pending request before a view change (§4.4).
     view_change_timeout_ticks: int = 1000
     #: How long before a state fetch is retried with other peers.
@@ -126,6 +131,8 @@ class ProtocolParams:
             raise ConfigError("max_inflight_batches must be at least 1")
         if not 1 <= self.partial_batches_in_flight <= self.max_inflight_batches:
             raise ConfigError("partial_batches_in_flight must lie in [1, max_inflight_batches]")
+        if self.signed_replies not in (0, 1):
+            raise ConfigError("signed_replies must be 0 (replies MAC-authenticated) or 1 (signed)")
         for name in ("view_change_timeout_ticks", "state_transfer_timeout_ticks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")

@@ -45,6 +45,7 @@ from pbft.certificates import (
 from pbft.config import ClusterConfig, ConfigError, ProtocolParams
 from pbft.counters import Counters
 from pbft.crypto import Signer, Verifier
+from pbft.encoding import encode_message
 from pbft.events import (
     CancelTimer,
     Committed,
@@ -405,7 +406,11 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
             self._broadcast(slot.pre_prepare)
 
     def _send_reply(self, client: int, timestamp: int, result: bytes) -> None:
-        reply = self._sign(Reply(self.view, timestamp, client, self.id, result))
+        message = Reply(self.view, timestamp, client, self.id, result)
+        if self.params.signed_replies:
+            reply = self._sign(message)
+        else:  # point-to-point: the channel's MAC authenticates it (pbft.auth)
+            reply = Signed(message, b"", encode_message(message))
         self._emit(SendToClient(client, reply))
 
     # ------------------------------------------------------------- normal case

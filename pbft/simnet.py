@@ -211,9 +211,10 @@ class Network:
             if address in self.crashed:
                 continue
             if kind == _DELIVERY:
+                channel, data = payload
                 self._trace.update(b"d%d|%s%d|" % (time, address[0].encode(), address[1]))
-                self._trace.update(payload)
-                self._step(address, Receive(payload))
+                self._trace.update(data)
+                self._step(address, Receive(data, channel=channel))
             else:
                 name, generation = payload
                 if self._timer_generation.get((address, name)) != generation:
@@ -314,10 +315,13 @@ class Network:
             return
         if self.intercept is not None and not self.intercept(source, destination, message):
             return
+        # The channel: who the receiver knows sent it (an authenticated connection
+        # in the runtime); a twin holds replica k's identity and keys.
+        delivery = (_channel(source), data)
         if self.fault_model is not None and {source[0], destination[0]} <= {"replica", "twin"}:
             # The model's delays come on top of the usual one tick in flight.
             for delay in self.fault_model.decide(self.now, source[1], destination[1]):
-                self._push(self.now + 1 + delay, _DELIVERY, destination, data)
+                self._push(self.now + 1 + delay, _DELIVERY, destination, delivery)
             return
         faults = self.faults
         rng = self.rng
@@ -330,7 +334,7 @@ class Network:
             delay = faults.min_delay_ticks
             if faults.max_delay_ticks > faults.min_delay_ticks:
                 delay = rng.randint(faults.min_delay_ticks, faults.max_delay_ticks)
-            self._push(self.now + delay, _DELIVERY, destination, data)
+            self._push(self.now + delay, _DELIVERY, destination, delivery)
 
     def _cut(self, address: Address) -> bool:
         return address[0] == "replica" and address[1] in self.isolated
@@ -341,6 +345,10 @@ class Network:
 
 _DELIVERY = 0
 _TIMER = 1
+
+
+def _channel(address: Address) -> tuple[str, int]:
+    return ("replica", address[1]) if address[0] == "twin" else address
 
 
 # ------------------------------------------------------------------- a cluster
@@ -416,7 +424,14 @@ def make_cluster(
     network = Network(seed, faults)
     replicas = {i: Replica(i, config, replica_signers[i], params) for i in range(n)}
     client_nodes = {
-        c: Client(c, config, client_signers[c], retransmit_timeout_ticks) for c in range(clients)
+        c: Client(
+            c,
+            config,
+            client_signers[c],
+            retransmit_timeout_ticks,
+            signed_replies=bool(params.signed_replies),
+        )
+        for c in range(clients)
     }
     for i, replica in replicas.items():
         network.add_replica(replica, i)

@@ -35,6 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pbft.bench.calibrate import calibrate
 from pbft.bench.run import BenchSettings, cores, run_bench
 
+AUTH_TEXT = {
+    "macs": "REPLYs authenticated by their channel's MAC, every other message Ed25519-signed",
+    "signatures": "every message Ed25519-signed",
+}
+
 
 def parse_list(text: str, name: str) -> list[int]:
     try:
@@ -82,8 +87,8 @@ def markdown(cells: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"`python scripts/bench_matrix.py {meta['arguments']}` at commit {meta['commit']}, "
         f"{meta['date']}, on {meta['cores']} cores ({meta['machine']}); "
         f"{meta['duration']:g} s measured per cell after a {meta['warmup']:g} s warm-up, "
-        f"median of {meta['repeat']} run(s) per cell. Every message Ed25519-signed "
-        f"(`--auth signatures`); replicas and clients share the machine's cores.",
+        f"median of {meta['repeat']} run(s) per cell; `--auth {meta['auth']}` "
+        f"({AUTH_TEXT[meta['auth']]}); replicas and clients share the machine's cores.",
         "",
         "Calibrated once for all cells: "
         + ", ".join(f"{k} {v}" for k, v in meta["calibration_us"].items())
@@ -112,7 +117,7 @@ def markdown(cells: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(cells: list[dict[str, Any]], path: Path) -> None:
+def plot(cells: list[dict[str, Any]], path: Path, auth: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +146,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     axes[1].set_yscale("log")
-    figure.suptitle("pbft bench: cost against cluster size and load (every message signed)")
+    figure.suptitle(f"pbft bench: cost against cluster size and load (--auth {auth})")
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -164,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell (medians shown)")
     parser.add_argument("--out", default="docs/bench-matrix",
                         help="writes OUT.md and OUT.png")  # fmt: skip
+    parser.add_argument("--auth", choices=sorted(AUTH_TEXT), default="macs",
+                        help="how messages are authenticated (as pbft bench --auth)")  # fmt: skip
     parser.add_argument("--json", help="also write every run's report here")
     args = parser.parse_args(argv)
     fs, client_counts = parse_list(args.f, "f"), parse_list(args.clients, "clients")
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"({time.monotonic() - started:.0f} s so far)", file=sys.stderr,
                       flush=True)  # fmt: skip
                 settings = BenchSettings(f=f, clients=clients, duration=args.duration,
-                                         warmup=args.warmup)  # fmt: skip
+                                         warmup=args.warmup, auth=args.auth)  # fmt: skip
                 report = run_bench(settings, progress, costs)
                 reports.append(report)
                 runs.append(report)
@@ -208,10 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         "duration": args.duration,
         "warmup": args.warmup,
         "repeat": args.repeat,
+        "auth": args.auth,
         "calibration_us": costs.as_us(),
         "png": out.with_suffix(".png").name,
     }
-    plot(cells, out.with_suffix(".png"))
+    plot(cells, out.with_suffix(".png"), args.auth)
     out.with_suffix(".md").write_text(markdown(cells, meta))
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "runs": runs, "cells": cells}))

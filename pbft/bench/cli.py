@@ -39,7 +39,7 @@ def add_parser(commands: Any) -> None:
         "--auth",
         choices=AUTH_MODES,
         default=DEFAULTS.auth,
-        help="how messages are authenticated (today every message is signed)",
+        help="macs: replies authenticated by their channel's MAC; signatures: every message signed",
     )
     bench.add_argument("--timeout", type=float, default=DEFAULTS.timeout,
                        help="seconds a request may take before it counts as a timeout")  # fmt: skip

@@ -8,10 +8,14 @@ and prices each item with the same run's calibration (:mod:`pbft.bench.calibrate
   read and decoding): b REQUESTs, n-1 PRE-PREPAREs, (n-1)(n-1) PREPAREs (the
   primary sends none), n(n-1) COMMITs, n·b REPLYs, and every K batches n(n-1)
   CHECKPOINTs;
-* with ``auth="signatures"`` every message is signed once by its sender and
-  verified once by each receiver, and each request's signature is verified by
-  every replica (the backups see it inside the PRE-PREPARE); a client verifies
-  the f+1 replies it needs.
+* every message travels on an authenticated channel: one MAC to seal it, one
+  to check it (:mod:`pbft.runtime.channel`);
+* with ``auth="signatures"`` every message is also signed once by its sender
+  and verified once by each receiver, and each request's signature is verified
+  by every replica (the backups see it inside the PRE-PREPARE); a client
+  verifies the f+1 replies it needs;
+* with ``auth="macs"`` (the default) the same, except that REPLYs carry no
+  signature: their channel's MAC authenticates them (``signed_replies = 0``).
 
 Nothing is counted for SQLite, scheduling or the service itself, so the ceiling
 is an upper bound that no implementation reaches; the measured throughput as a
@@ -24,7 +28,9 @@ import attrs
 
 from pbft.bench.calibrate import Costs
 
-AUTH_MODES = ("signatures",)
+#: How messages are authenticated: "macs" (replies by their channel's MAC, the
+#: default) or "signatures" (every message signed; ``signed_replies = 1``).
+AUTH_MODES = ("macs", "signatures")
 
 
 @attrs.frozen
@@ -35,10 +41,14 @@ class BatchCost:
     messages: float
     signs: float
     verifies: float
+    macs: float = 0.0
 
     def cpu_seconds(self, costs: Costs) -> float:
         return (
-            self.messages * costs.hop_s + self.signs * costs.sign_s + self.verifies * costs.verify_s
+            self.messages * costs.hop_s
+            + self.signs * costs.sign_s
+            + self.verifies * costs.verify_s
+            + self.macs * costs.mac_s
         )
 
 
@@ -57,11 +67,13 @@ def batch_cost(n: int, f: int, batch: float, checkpoint_interval: int, auth: str
     messages = requests + pre_prepares + prepares + commits + replies + checkpoints
     # Signed by the sender: the client's request, the primary's PRE-PREPARE, each
     # backup's PREPARE, each replica's COMMIT, CHECKPOINT and reply.
-    signs = requests + 1 + (n - 1) + n + n / checkpoint_interval + replies
+    signed_replies = replies if auth == "signatures" else 0
+    signs = requests + 1 + (n - 1) + n + n / checkpoint_interval + signed_replies
     # Verified by each receiver; the request once by every replica; the client
     # needs f+1 replies.
-    verifies = n * requests + pre_prepares + prepares + commits + checkpoints + (f + 1) * batch
-    return BatchCost(batch, messages, signs, verifies)
+    reply_verifies = (f + 1) * batch if auth == "signatures" else 0
+    verifies = n * requests + pre_prepares + prepares + commits + checkpoints + reply_verifies
+    return BatchCost(batch, messages, signs, verifies, macs=2 * messages)
 
 
 def ceiling_ops(costs: Costs, n: int, f: int, batch: float, checkpoint_interval: int,
@@ -77,12 +89,16 @@ def latency_floor_ms(costs: Costs, n: int, f: int, auth: str) -> float:
     Client signs; request hop; primary verifies it, signs the PRE-PREPARE; hop;
     a backup verifies it and the request, signs its PREPARE; hop; the primary
     (or any replica) verifies 2f PREPAREs, signs its COMMIT; hop; 2f+1 COMMITs
-    verified; reply signed; hop; the client verifies f+1 replies.
+    verified; reply signed (``signatures``); hop; the client verifies f+1
+    replies (``signatures``). Every hop seals and checks one MAC.
     """
     if auth not in AUTH_MODES:
         raise ValueError(f"unknown --auth {auth!r}; choose from {', '.join(AUTH_MODES)}")
-    signs = 5
-    verifies = 1 + 2 + 2 * f + (2 * f + 1) + (f + 1)
+    signed = auth == "signatures"
+    signs = 4 + signed
+    verifies = 1 + 2 + 2 * f + (2 * f + 1) + (f + 1) * signed
     hops = 5
-    seconds = signs * costs.sign_s + verifies * costs.verify_s + hops * costs.hop_s
+    seconds = (
+        signs * costs.sign_s + verifies * costs.verify_s + hops * (costs.hop_s + 2 * costs.mac_s)
+    )
     return seconds * 1000

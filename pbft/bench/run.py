@@ -40,7 +40,7 @@ class BenchSettings:
     duration: float = 10.0
     warmup: float = 2.0
     batch: int = ProtocolParams().batch_size
-    auth: str = "signatures"
+    auth: str = "macs"
     timeout: float = 10.0
     #: Further ``[protocol]`` settings of the cluster (to measure a knob on and off).
     protocol: dict[str, int] = attrs.Factory(dict)
@@ -72,7 +72,9 @@ class BenchSettings:
 
     def cluster_protocol(self) -> dict[str, int]:
         """The ``[protocol]`` table of the benchmarked cluster."""
-        return {**DEMO_PROTOCOL, "batch_size": self.batch, **self.protocol}
+        signed = int(self.auth == "signatures")
+        return {**DEMO_PROTOCOL, "batch_size": self.batch, "signed_replies": signed,
+                **self.protocol}  # fmt: skip
 
 
 def cores() -> int:

@@ -146,6 +146,7 @@ class RemoteClient:
             retransmit_timeout_ticks=retransmit_ticks,
             max_message_bytes=files.params.max_message_bytes,
             max_request_bytes=files.params.max_request_bytes,
+            signed_replies=bool(files.params.signed_replies),
             max_retransmit_timeout_ticks=(
                 None
                 if max_retransmit_ticks is None

@@ -28,6 +28,12 @@ optimisation. Sends are serialised by a lock, so one task may send (a replica
 replying to a client over the client's own connection) while another task is
 blocked receiving on the same stream. Only one task may receive at a time.
 
+Once the handshake has agreed session keys, :meth:`FramedStream.protect`
+makes every later frame carry a MAC (:mod:`pbft.runtime.channel`): the length
+then counts the payload and its 16-byte tag, and a frame whose tag does not
+check ends the connection. Tags are computed under the send lock, so frames
+reach the wire in the order of their counters.
+
 Errors split the h11 way: a peer's bad bytes are a *remote* problem
 (:class:`FrameError`, which ends the connection), while asking to send an
 oversized frame is a *local* bug (:class:`ValueError`).
@@ -36,6 +42,8 @@ oversized frame is a *local* bug (:class:`ValueError`).
 from __future__ import annotations
 
 import trio
+
+from pbft.runtime.channel import TAG_BYTES, FrameMac
 
 #: Largest frame payload accepted or sent by default (bytes).
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -70,6 +78,15 @@ class FramedStream:
         self.max_frame_bytes = max_frame_bytes
         self._received = bytearray()
         self._send_lock = trio.Lock()
+        self._mac: FrameMac | None = None
+
+    def protect(self, mac: FrameMac) -> None:
+        """From the next frame on, in both directions, every frame carries ``mac``'s tag."""
+        self._mac = mac
+
+    @property
+    def protected(self) -> bool:
+        return self._mac is not None
 
     async def receive_frame(self, max_frame_bytes: int | None = None) -> bytes:
         """Return the next frame's payload (possibly ``b""``).
@@ -115,12 +132,18 @@ class FramedStream:
         if len(self._received) < HEADER_BYTES:
             return None
         length = int.from_bytes(self._received[:HEADER_BYTES], "big")
-        if length > limit:
-            raise FrameError(f"frame of {length} bytes exceeds the limit of {limit}")
+        mac = self._mac
+        overhead = 0 if mac is None else TAG_BYTES
+        if length - overhead > limit:
+            raise FrameError(f"frame of {length - overhead} bytes exceeds the limit of {limit}")
+        if length < overhead:
+            raise FrameError(f"a frame of {length} bytes cannot hold its {overhead}-byte tag")
         end = HEADER_BYTES + length
         if len(self._received) < end:
             return None
-        frame = bytes(self._received[HEADER_BYTES:end])
+        frame = bytes(self._received[HEADER_BYTES : end - overhead])
+        if mac is not None and not mac.check(frame, bytes(self._received[end - overhead : end])):
+            raise FrameError("a frame failed its MAC check (altered, replayed or out of order)")
         # Deleting from the front of a bytearray is cheap: CPython moves its start pointer.
         del self._received[:end]
         return frame
@@ -129,16 +152,24 @@ class FramedStream:
         """Send all ``frames`` with one ``send_all`` call (coalesced writes)."""
         if not frames:
             return
-        wire = bytearray()
         for frame in frames:
             if len(frame) > self.max_frame_bytes:
                 raise ValueError(
                     f"refusing to send a frame of {len(frame)} bytes: "
                     f"the limit is {self.max_frame_bytes}"
                 )
-            wire += len(frame).to_bytes(HEADER_BYTES, "big")
-            wire += frame
         async with self._send_lock:
+            wire = bytearray()
+            mac = self._mac
+            if mac is None:
+                for frame in frames:
+                    wire += len(frame).to_bytes(HEADER_BYTES, "big")
+                    wire += frame
+            else:
+                for frame in frames:
+                    wire += (len(frame) + TAG_BYTES).to_bytes(HEADER_BYTES, "big")
+                    wire += frame
+                    wire += mac.seal(frame)
             await self.stream.send_all(wire)
 
     async def send_frame(self, frame: bytes) -> None:

@@ -1,39 +1,48 @@
-"""Mutual authentication of a new connection, before any protocol message flows.
+"""Mutual authentication of a new connection, and its session keys.
 
-Every PBFT message is signed, so a forged frame would be dropped by the core
-anyway; the handshake exists so that the transport can *attribute* each
-connection to one principal (replica ``i`` or client ``c``). That lets a
-replica send REPLYs back over a client's own connection, keep one connection
-per peer, and cut off a peer that misbehaves, without trusting any id a peer
-merely claims.
+The handshake lets the transport *attribute* each connection to one principal
+(replica ``i`` or client ``c``) without trusting any id a peer merely claims,
+and agrees the keys of the connection's frame MACs
+(:mod:`pbft.runtime.channel`). That lets a replica send REPLYs back over a
+client's own connection, keep one connection per peer, cut off a peer that
+misbehaves, and send point-to-point messages without signatures.
 
 Theory of operation
 -------------------
 The *dialer* opened the connection; the *acceptor* (always a replica) took
 it. Each message is one frame holding a MessagePack array::
 
-    1. dialer   -> acceptor  HELLO   ["pbft-hello", 1, cluster_id, role, id, nonce_d]
-    2. acceptor -> dialer    WELCOME ["pbft-welcome", 1, cluster_id, "replica", id, nonce_a, sig_a]
+    1. dialer   -> acceptor  HELLO   ["pbft-hello", 2, cluster_id, role, id, nonce_d, x_d]
+    2. acceptor -> dialer    WELCOME ["pbft-welcome", 2, cluster_id, "replica", id, nonce_a,
+                                      x_a, sig_a]
     3. dialer   -> acceptor  PROOF   ["pbft-proof", sig_d]
 
     sig_a = sign_a(prefix | "acceptor|" | HELLO bytes | packed WELCOME without sig_a)
     sig_d = sign_d(prefix | "dialer|" | HELLO bytes | WELCOME bytes)
     prefix = signing_prefix(cluster_id, "HANDSHAKE")
 
+``x_d`` and ``x_a`` are ephemeral X25519 public keys, fresh for every
+connection. Once PROOF is sent (dialer) or checked (acceptor), both ends derive
+the session keys from X25519(x_d, x_a) and the transcript (HELLO and WELCOME),
+and every later frame carries a MAC (:meth:`FramedStream.protect
+<pbft.runtime.framing.FramedStream.protect>`).
+
 Why this is enough:
 
 * *Freshness*: each side signs the other side's 32 random nonce bytes, so a
   signature recorded from an earlier session is worthless in a new one.
 * *Binding*: each signature covers the whole transcript so far, including
-  both claimed identities and the cluster id, so a man in the middle cannot
-  splice two sessions together or change who is who.
+  both claimed identities, both ephemeral keys and the cluster id, so a man
+  in the middle cannot splice two sessions together, change who is who, or
+  swap in an ephemeral key of its own (it would then share the session keys).
 * *Direction*: the ``acceptor|`` and ``dialer|`` labels keep a signature made
-  in one role from being reflected back as the other role's proof.
+  in one role from being reflected back as the other role's proof; each
+  direction of the channel has its own key.
 * *Domain separation*: the ``HANDSHAKE`` prefix keeps handshake signatures
   from ever verifying as protocol messages, and the reverse.
 
-The handshake authenticates but does not encrypt: PBFT messages are signed
-and need integrity, not secrecy.
+The channel authenticates but does not encrypt: PBFT messages need
+integrity, not secrecy.
 
 Every field is validated strictly (type, length, canonical encoding), and the
 frames of an unauthenticated peer are limited to :data:`HANDSHAKE_MAX_FRAME_BYTES`.
@@ -54,6 +63,7 @@ import trio
 
 from pbft.config import ClusterConfig
 from pbft.crypto import SIGNATURE_BYTES, Signer, Verifier, make_verifier, signing_prefix
+from pbft.runtime.channel import CHANNEL_KEY_BYTES, ChannelKeyError, EphemeralKey, FrameMac
 from pbft.runtime.framing import ConnectionClosed, FramedStream, FrameError
 
 #: A principal: ``("replica", i)`` or ``("client", c)``.
@@ -66,7 +76,8 @@ ROLES = (REPLICA, CLIENT)
 HELLO_TAG = "pbft-hello"
 WELCOME_TAG = "pbft-welcome"
 PROOF_TAG = "pbft-proof"
-HANDSHAKE_VERSION = 1
+#: 2 added the ephemeral channel keys and the frame MACs.
+HANDSHAKE_VERSION = 2
 NONCE_BYTES = 32
 #: How long either side waits for the whole handshake to finish.
 HANDSHAKE_TIMEOUT_SECONDS = 5.0
@@ -106,36 +117,51 @@ async def dial_handshake(
         raise ValueError(f"only replicas accept connections, not {format_identity(expected)}")
     verifier = verifier or make_verifier(config.scheme)
     prefix = signing_prefix(config.cluster_id, "HANDSHAKE")
+    ephemeral = EphemeralKey()
     with _handshake_failures(timeout_seconds):
-        hello = _pack([HELLO_TAG, HANDSHAKE_VERSION, config.cluster_id, me[0], me[1], _nonce()])
+        hello = _pack([HELLO_TAG, HANDSHAKE_VERSION, config.cluster_id, me[0], me[1], _nonce(),
+                       ephemeral.public])  # fmt: skip
         await framed.send_frame(hello)
         welcome = await framed.receive_frame(HANDSHAKE_MAX_FRAME_BYTES)
-        body, signature_a = _parse_welcome(welcome, config, expected)
+        body, channel_key_a, signature_a = _parse_welcome(welcome, config, expected)
         if not verifier.verify(acceptor_key, signature_a, prefix + b"acceptor|" + hello + body):
             raise HandshakeError(
                 f"the acceptor's signature does not verify: "
                 f"it does not hold the key of {format_identity(expected)}"
             )
+        material = _session_keys(ephemeral, channel_key_a, hello + welcome, config)
         signature_d = signer.sign(prefix + b"dialer|" + hello + welcome)
         await framed.send_frame(_pack([PROOF_TAG, signature_d]))
+        framed.protect(FrameMac.for_dialer(material))
 
 
 def _parse_welcome(
     welcome: bytes, config: ClusterConfig, expected: Identity
-) -> tuple[bytes, bytes]:
-    """Validate WELCOME; return the packed body its signature covers, and the signature."""
-    fields = _unpack(welcome, WELCOME_TAG, 7)
-    _, version, cluster_id, role, index, nonce_a, signature_a = fields
+) -> tuple[bytes, bytes, bytes]:
+    """Validate WELCOME; return the packed body its signature covers, the acceptor's
+    channel key and the signature."""
+    fields = _unpack(welcome, WELCOME_TAG, 8)
+    _, version, cluster_id, role, index, nonce_a, channel_key_a, signature_a = fields
     _check_version(version)
     _check_cluster_id(cluster_id, config)
     acceptor = _check_identity(role, index)
     _check_bytes(nonce_a, NONCE_BYTES, "nonce")
+    _check_bytes(channel_key_a, CHANNEL_KEY_BYTES, "channel key")
     _check_bytes(signature_a, SIGNATURE_BYTES[config.scheme], "signature")
     if acceptor != expected:
         raise HandshakeError(
             f"expected {format_identity(expected)} but {format_identity(acceptor)} answered"
         )
-    return _pack(fields[:6]), signature_a
+    return _pack(fields[:7]), channel_key_a, signature_a
+
+
+def _session_keys(
+    ephemeral: EphemeralKey, peer_key: bytes, transcript: bytes, config: ClusterConfig
+) -> bytes:
+    try:
+        return ephemeral.session_keys(peer_key, transcript, config.cluster_id.encode())
+    except ChannelKeyError as error:
+        raise HandshakeError(str(error)) from None
 
 
 # -------------------------------------------------------------------------- acceptor
@@ -156,13 +182,16 @@ async def accept_handshake(
         raise ValueError(f"only replicas accept connections, not {format_identity(me)}")
     verifier = verifier or make_verifier(config.scheme)
     prefix = signing_prefix(config.cluster_id, "HANDSHAKE")
+    ephemeral = EphemeralKey()
     with _handshake_failures(timeout_seconds):
         hello = await framed.receive_frame(HANDSHAKE_MAX_FRAME_BYTES)
-        dialer = _parse_hello(hello, config)
+        dialer, channel_key_d = _parse_hello(hello, config)
         dialer_key = _public_key(config, dialer)
-        body = [WELCOME_TAG, HANDSHAKE_VERSION, config.cluster_id, REPLICA, me[1], _nonce()]
+        body = [WELCOME_TAG, HANDSHAKE_VERSION, config.cluster_id, REPLICA, me[1], _nonce(),
+                ephemeral.public]  # fmt: skip
         signature_a = signer.sign(prefix + b"acceptor|" + hello + _pack(body))
         welcome = _pack([*body, signature_a])
+        material = _session_keys(ephemeral, channel_key_d, hello + welcome, config)
         await framed.send_frame(welcome)
         proof = await framed.receive_frame(HANDSHAKE_MAX_FRAME_BYTES)
         _, signature_d = _unpack(proof, PROOF_TAG, 2)
@@ -172,17 +201,20 @@ async def accept_handshake(
                 f"the dialer's signature does not verify: "
                 f"it does not hold the key of {format_identity(dialer)}"
             )
+        framed.protect(FrameMac.for_acceptor(material))
         return dialer
 
 
-def _parse_hello(hello: bytes, config: ClusterConfig) -> Identity:
-    """Validate HELLO; return the identity the dialer claims (not yet proven)."""
-    _, version, cluster_id, role, index, nonce_d = _unpack(hello, HELLO_TAG, 6)
+def _parse_hello(hello: bytes, config: ClusterConfig) -> tuple[Identity, bytes]:
+    """Validate HELLO; return the identity the dialer claims (not yet proven) and its
+    channel key."""
+    _, version, cluster_id, role, index, nonce_d, channel_key_d = _unpack(hello, HELLO_TAG, 7)
     _check_version(version)
     _check_cluster_id(cluster_id, config)
     dialer = _check_identity(role, index)
     _check_bytes(nonce_d, NONCE_BYTES, "nonce")
-    return dialer
+    _check_bytes(channel_key_d, CHANNEL_KEY_BYTES, "channel key")
+    return dialer, channel_key_d
 
 
 # --------------------------------------------------------------------------- helpers

@@ -21,7 +21,7 @@ def test_bench_reports_its_figures_against_the_same_run_ceiling() -> None:
     for key in ("throughput_ops", "latency_ms", "timeouts", "ceiling_ops", "efficiency",
                 "cpu_ms_per_op", "batch_mean", "n", "f", "clients", "auth"):  # fmt: skip
         assert key in report, key
-    assert (report["n"], report["f"], report["clients"], report["auth"]) == (4, 1, 3, "signatures")
+    assert (report["n"], report["f"], report["clients"], report["auth"]) == (4, 1, 3, "macs")
     assert report["operations"] > 0 and report["timeouts"] == 0
     assert report["throughput_ops"] > 0
     # Three closed-loop clients cannot fill more than three requests into a batch.

@@ -108,3 +108,24 @@ def test_backoff_adapts_to_latency_and_grows_with_full_jitter_up_to_the_cap() ->
 def test_a_cap_below_the_base_timeout_is_refused() -> None:
     with pytest.raises(ConfigError, match="max_retransmit_timeout_ticks"):
         _client(make_cluster(f=1, clients=1, seed=505), cap=100, base=500)
+
+
+@pytest.mark.parametrize(("signed", "length"), [(0, 0), (1, 64)])
+def test_replies_are_unsigned_by_default_and_signed_with_signed_replies(
+    signed: int, length: int
+) -> None:
+    from pbft.config import ProtocolParams
+    from pbft.events import SendToClient
+    from tests.conftest import completed_all
+
+    cluster = make_cluster(f=1, clients=1, seed=506, params=ProtocolParams(signed_replies=signed))
+    replies: list[bytes] = []
+
+    def record(address, effects):  # type: ignore[no-untyped-def]
+        replies.extend(e.message.signature for e in effects if type(e) is SendToClient)
+
+    cluster.network.on_step = record
+    cluster.network.submit(0, [kv.put("k", "v"), kv.get("k")])
+    assert cluster.network.run_until_idle(10_000)
+    assert completed_all(cluster)
+    assert replies and {len(signature) for signature in replies} == {length}

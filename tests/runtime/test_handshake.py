@@ -18,6 +18,7 @@ import trio.testing
 
 from pbft.config import ClusterConfig
 from pbft.crypto import SCHEMES, Signer, signing_prefix
+from pbft.runtime.channel import EphemeralKey
 from pbft.runtime.framing import FramedStream
 from pbft.runtime.handshake import (
     HANDSHAKE_TIMEOUT_SECONDS,
@@ -129,11 +130,12 @@ def raw_sender(*chunks: bytes) -> Side:
 def hello(cluster: Cluster, identity: Identity = ("client", 0), **changes: Any) -> list[Any]:
     fields = {
         "tag": "pbft-hello",
-        "version": 1,
+        "version": 2,
         "cluster_id": cluster.config.cluster_id,
         "role": identity[0],
         "id": identity[1],
         "nonce": bytes(32),
+        "channel_key": EphemeralKey().public,
     }
     fields.update(changes)
     return list(fields.values())
@@ -143,11 +145,12 @@ def signed_welcome(cluster: Cluster, hello_bytes: bytes, index: int, **changes: 
     """A WELCOME from replica ``index``, properly signed, with some fields changed."""
     fields = {
         "tag": "pbft-welcome",
-        "version": 1,
+        "version": 2,
         "cluster_id": cluster.config.cluster_id,
         "role": "replica",
         "id": index,
         "nonce": bytes(range(32)),
+        "channel_key": EphemeralKey().public,
     }
     fields.update(changes)
     body = msgpack.packb(list(fields.values()))
@@ -310,7 +313,10 @@ async def test_a_garbage_welcome_is_refused(cluster: Cluster) -> None:
 
 
 MALFORMED_HELLOS = {
-    "version 2": dict(version=2),
+    "version 1": dict(version=1),
+    "version 3": dict(version=3),
+    "short channel key": dict(channel_key=bytes(31)),
+    "small-order channel key": dict(channel_key=bytes(32)),
     "version true": dict(version=True),
     "unknown role": dict(role="admin"),
     "boolean id": dict(id=True),
@@ -341,7 +347,7 @@ async def test_a_hello_of_the_wrong_shape_or_encoding_is_refused(cluster: Cluste
         msgpack.packb(dict(enumerate(fields))),
         msgpack.packb([]),
         good + b"\x00",  # trailing bytes
-        good.replace(b"\x01", b"\xce\x00\x00\x00\x01", 1),  # version 1 in a wider form
+        good.replace(b"\x02", b"\xce\x00\x00\x00\x02", 1),  # version 2 in a wider form
     ]
     assert msgpack.unpackb(bad_payloads[-1]) == fields  # same values, other bytes
     for payload in bad_payloads:
@@ -350,13 +356,23 @@ async def test_a_hello_of_the_wrong_shape_or_encoding_is_refused(cluster: Cluste
         assert answer == b"", payload
 
 
-async def test_a_welcome_of_version_2_is_refused(cluster: Cluster) -> None:
+async def test_a_welcome_of_version_3_is_refused(cluster: Cluster) -> None:
     welcome = answering_acceptor(
-        lambda hello_bytes: signed_welcome(cluster, hello_bytes, 1, version=2)
+        lambda hello_bytes: signed_welcome(cluster, hello_bytes, 1, version=3)
     )
     dialed, _ = await run_pair(dialer(cluster, ("client", 0)), welcome)
     assert isinstance(dialed, HandshakeError)
-    assert "unsupported handshake version 2" in str(dialed)
+    assert "unsupported handshake version 3" in str(dialed)
+
+
+async def test_a_welcome_with_a_small_order_channel_key_is_refused(cluster: Cluster) -> None:
+    """A properly signed WELCOME whose X25519 key gives no shared secret."""
+    welcome = answering_acceptor(
+        lambda hello_bytes: signed_welcome(cluster, hello_bytes, 1, channel_key=bytes(32))
+    )
+    dialed, _ = await run_pair(dialer(cluster, ("client", 0)), welcome)
+    assert isinstance(dialed, HandshakeError)
+    assert "no shared secret" in str(dialed)
 
 
 # ------------------------------------------------------------------- silence, misuse

@@ -14,6 +14,7 @@ import trio.testing
 
 from pbft.config import ClusterConfig
 from pbft.crypto import Signer
+from pbft.runtime.channel import TAG_BYTES
 from pbft.runtime.framing import DEFAULT_MAX_FRAME_BYTES, FramedStream
 from pbft.runtime.handshake import Identity, dial_handshake
 from pbft.runtime.links import Backoff, PeerLink, serve_connection
@@ -231,7 +232,8 @@ async def test_misbehaving_peers_lose_their_connection_and_others_are_still_serv
         stream = await trio.open_tcp_stream(LOCALHOST, listening.port)
         framed = FramedStream(stream)
         await dial_handshake(framed, CONFIG, ("client", 1), signer(("client", 1)), ("replica", 1))
-        await stream.send_all((64 * 1024 + 1).to_bytes(4, "big") + bytes(1000))
+        # (The length counts the frame's MAC tag too.)
+        await stream.send_all((64 * 1024 + 1 + TAG_BYTES).to_bytes(4, "big") + bytes(1000))
         assert await closed_by_peer(stream)
         await server.wait_until(lambda: ("client", 1) in server.disconnects)
         good.send_nowait(b"request-3")

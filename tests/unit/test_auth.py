@@ -403,3 +403,51 @@ def test_property_open_never_raises_on_mutated_messages(keyring, samples, data):
         # Every byte is covered by the canonical form or the signature: only the
         # "edit" that rewrites a byte with its own value may be accepted.
         assert mutated == wire
+
+
+# ------------------------------------------------------------ authenticated channels
+
+
+def _channel_setup() -> tuple[Any, Authenticator, Authenticator]:
+    from pbft.simnet import make_cluster
+
+    cluster = make_cluster(f=1, clients=1, seed=77)
+    client_auth = Authenticator(cluster.config, channel_types=(Reply,))
+    return cluster, client_auth, Authenticator(cluster.config)
+
+
+def _unsigned(message: Any) -> bytes:
+    return encode_signed(Signed(message, b"", encode_message(message)))
+
+
+def test_an_unsigned_reply_is_authentic_only_on_its_sender_s_channel() -> None:
+    _, auth, _ = _channel_setup()
+    reply = Reply(0, 1, 0, 2, b"result")
+    assert type(auth.open(_unsigned(reply), (Reply,), ("replica", 2))) is Signed
+    assert auth.open(_unsigned(reply), (Reply,), None) == Rejection("REPLY", "bad-signature")
+    assert auth.open(_unsigned(reply), (Reply,), ("replica", 3)) == Rejection(
+        "REPLY", "channel-mismatch"
+    )
+    assert auth.open(_unsigned(reply), (Reply,), ("client", 0)) == Rejection(
+        "REPLY", "channel-mismatch"
+    )
+
+
+def test_without_channel_types_a_reply_needs_its_signature_on_any_channel() -> None:
+    cluster, _, signed_only = _channel_setup()
+    reply = Reply(0, 1, 0, 2, b"result")
+    assert signed_only.open(_unsigned(reply), (Reply,), ("replica", 2)) == Rejection(
+        "REPLY", "bad-signature"
+    )
+    good = encode_signed(cluster.replicas[2].auth.sign(reply))
+    assert type(signed_only.open(good, (Reply,), ("replica", 2))) is Signed
+
+
+def test_a_channel_never_vouches_for_messages_a_third_party_must_check() -> None:
+    """PREPAREs go into certificates: they stay signed whatever channel brought them."""
+    cluster, _, _ = _channel_setup()
+    replica_auth = Authenticator(cluster.config, channel_types=(Reply,))
+    prepare = Prepare(0, 1, DIGEST, 2)
+    assert replica_auth.open(_unsigned(prepare), REPLICA_ACCEPTS, ("replica", 2)) == Rejection(
+        "PREPARE", "bad-signature"
+    )

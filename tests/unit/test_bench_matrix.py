@@ -35,7 +35,7 @@ def test_median_report_takes_each_figure_s_median_and_sums_timeouts() -> None:
 def test_markdown_has_one_row_per_cell_and_links_the_plot() -> None:
     meta = {
         "arguments": "--f 1", "commit": "abc", "date": "2026-12-03", "cores": 2,
-        "machine": "x86_64", "duration": 10.0, "warmup": 2.0, "repeat": 1,
+        "machine": "x86_64", "duration": 10.0, "warmup": 2.0, "repeat": 1, "auth": "macs",
         "calibration_us": {"sign_us": 30.0}, "png": "bench-matrix.png",
     }  # fmt: skip
     text = bench_matrix.markdown([report(100, 9), report(200, 10)], meta)

@@ -42,14 +42,28 @@ def test_the_ceiling_grows_with_the_batch_and_falls_with_the_cluster() -> None:
 
 
 def test_the_latency_floor_is_the_critical_path() -> None:
-    # 5 signatures, 1 + 2 + 2 + 3 + 2 = 10 verifications, 5 hops for f = 1.
-    expected = (5 * 50 + 10 * 130 + 5 * 60) / 1000
+    # 5 signatures, 1 + 2 + 2 + 3 + 2 = 10 verifications, 5 hops (2 MACs each) for f = 1.
+    expected = (5 * 50 + 10 * 130 + 5 * (60 + 2 * 5)) / 1000
     assert latency_floor_ms(COSTS, 4, 1, "signatures") == pytest.approx(expected)
+    # With MAC'd replies: the reply is not signed and the client verifies no signature.
+    expected = (4 * 50 + 8 * 130 + 5 * (60 + 2 * 5)) / 1000
+    assert latency_floor_ms(COSTS, 4, 1, "macs") == pytest.approx(expected)
+
+
+def test_macs_take_the_replies_signatures_away_and_nothing_else() -> None:
+    signed = batch_cost(4, 1, 10, 32, "signatures")
+    macs = batch_cost(4, 1, 10, 32, "macs")
+    assert macs.messages == signed.messages and macs.macs == signed.macs == 2 * signed.messages
+    assert signed.signs - macs.signs == pytest.approx(4 * 10)  # n replies per request
+    assert signed.verifies - macs.verifies == pytest.approx(2 * 10)  # f+1 per request
+    assert ceiling_ops(COSTS, 4, 1, 10, 32, "macs", 2) > ceiling_ops(
+        COSTS, 4, 1, 10, 32, "signatures", 2
+    )
 
 
 def test_unknown_auth_modes_and_empty_batches_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown --auth 'macs'"):
-        batch_cost(4, 1, 1, 32, "macs")
+    with pytest.raises(ValueError, match="unknown --auth 'none'"):
+        batch_cost(4, 1, 1, 32, "none")
     with pytest.raises(ValueError, match="at least one request"):
         batch_cost(4, 1, 0, 32, "signatures")
     with pytest.raises(ValueError, match="unknown --auth"):

@@ -388,12 +388,14 @@ def _precheck_without_view_change_bound(self: Replica, signed: Any) -> str | Non
     return _HONEST_PRECHECK(self, signed)
 
 
-def _verify_caching_payloads(self: Authenticator, signed: Any) -> str | None:
+def _verify_caching_payloads(self: Authenticator, signed: Any, channel: Any = None) -> str | None:
     """``Authenticator.verify`` before hole 3 was closed: verified messages remembered by
     their whole payload and signature (the fix keeps a 32-byte digest)."""
     key = self.signer_key(signed.message)
     if key is None:
         return "non-member"
+    if channel is not None and type(signed.message) in self.channel_types:
+        return None
     if len(signed.signature) != self._signature_bytes:
         return "bad-signature"
     cache_key = signed.payload + signed.signature
