@@ -132,6 +132,10 @@ class Network:
         self._workload: dict[int, deque[bytes]] = {}
         self._open: dict[int, Operation] = {}
         self._trace = hashlib.sha256()
+        #: Deliver each message with its sender's channel (as the runtime's MAC'd
+        #: connections do). Off, every message must stand on its signature alone and
+        #: a traitor may relay any message it holds to anyone.
+        self.channels = True
 
     # ------------------------------------------------------------------- setup
 
@@ -317,7 +321,7 @@ class Network:
             return
         # The channel: who the receiver knows sent it (an authenticated connection
         # in the runtime); a twin holds replica k's identity and keys.
-        delivery = (_channel(source), data)
+        delivery = (_channel(source) if self.channels else None, data)
         if self.fault_model is not None and {source[0], destination[0]} <= {"replica", "twin"}:
             # The model's delays come on top of the usual one tick in flight.
             for delay in self.fault_model.decide(self.now, source[1], destination[1]):
@@ -422,6 +426,8 @@ def make_cluster(
         scheme=scheme,
     )
     network = Network(seed, faults)
+    # Channels are needed only when replies rely on them.
+    network.channels = not params.signed_replies
     replicas = {i: Replica(i, config, replica_signers[i], params) for i in range(n)}
     client_nodes = {
         c: Client(

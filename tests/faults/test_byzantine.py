@@ -61,9 +61,7 @@ def test_it_reaches_many_drop_reasons_in_a_short_run() -> None:
     reached: set[str] = set()
     for seed in range(6):
         reached |= set(simulate(_plan(1, (1,), seed), seed).drop_reasons)
-    # own-message is not here: a traitor's channel proves who it is, so a message
-    # naming the receiver as its sender is refused first as a channel-mismatch.
-    expected = {"bad-signature", "non-member", "malformed", "channel-mismatch", "old-view",
+    expected = {"bad-signature", "non-member", "malformed", "own-message", "old-view",
                 "not-primary", "not-a-checkpoint-seq", "unsolicited", "wrong-recipient",
                 "outside-watermarks", "invalid-view-change"}  # fmt: skip
     assert expected <= reached, expected - reached
