@@ -37,11 +37,21 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from faults.traitors.base import Trigger
 from faults.traitors.behaviours import BEHAVIOURS
 from faults.traitors.clients import MODES as CLIENT_MODES
-from faults.verification.sim import CrashPlan, SimPlan, TraitorPlan, TwinPlan, random_workload
+from faults.verification.sim import (
+    SIM_PARAMS,
+    CrashPlan,
+    SimPlan,
+    TraitorPlan,
+    TwinPlan,
+    random_workload,
+)
 from pbft import service as kv
+from pbft.config import ProtocolParams
 
 LIES = ["all", "digest", "checkpoint", "result", "view-change", "invent", "new-view"]
 #: Behaviour parameters that make each behaviour bite in a short run.
@@ -65,10 +75,32 @@ BYZANTINE_CLIENT_SHARE = 0.25
 #: Probability of a run without any fault (drawn from its own stream, so that the
 #: other seeds keep their schedules).
 QUIET_SHARE = 0.05
+#: Probability of a run with the runtime's adaptive batching (a partial batch waits while
+#: one is in flight) instead of a sequence number per request at once.
+ADAPTIVE_BATCHING_SHARE = 0.25
+#: Probability of a run whose REPLYs rely on authenticated channels, as the runtime's
+#: do, instead of every message standing on its signature alone.
+CHANNELS_SHARE = 0.25
+
+
+def draw_params(seed: int) -> ProtocolParams:
+    """The protocol settings of one seed: :data:`SIM_PARAMS`, with the runtime's
+    adaptive batching and channels each in a share of the seeds. Each is drawn from a
+    stream of its own, so every seed keeps its fault schedule whatever they draw."""
+    params = SIM_PARAMS
+    if random.Random(f"batching:{seed}").random() < ADAPTIVE_BATCHING_SHARE:
+        params = attrs.evolve(params, partial_batches_in_flight=1)
+    if random.Random(f"channels:{seed}").random() < CHANNELS_SHARE:
+        params = attrs.evolve(params, signed_replies=0)
+    return params
 
 
 def draw_plan(seed: int, f: int | None = None) -> SimPlan:
     """The fault schedule of one seed: every random choice comes from ``seed``."""
+    return attrs.evolve(_draw_schedule(seed, f), params=draw_params(seed))
+
+
+def _draw_schedule(seed: int, f: int | None) -> SimPlan:
     if random.Random(f"quiet:{seed}").random() < QUIET_SHARE:
         return _quiet_plan(random.Random(f"quiet-plan:{seed}"), f)
     rng = random.Random(seed)

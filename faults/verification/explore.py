@@ -211,6 +211,8 @@ def describe_plan(plan: SimPlan) -> dict[str, Any]:
         "clients": plan.clients,
         "operations": sum(len(ops) for ops in plan.workload),
         "stabilization_ms": plan.stabilization_ms,
+        "adaptive_batching": plan.params.partial_batches_in_flight == 1,
+        "channels": not plan.params.signed_replies,
         "traitors": [
             {"replica": t.replica, "behaviour": t.behaviour, **dict(t.params),
              **{k: (sorted(v) if isinstance(v, frozenset) else v)
