@@ -96,7 +96,8 @@ def draw_params(seed: int) -> ProtocolParams:
 
 
 def draw_plan(seed: int, f: int | None = None) -> SimPlan:
-    """The fault schedule of one seed: every random choice comes from ``seed``."""
+    """The run of one seed, its fault schedule and its protocol settings
+    (:func:`draw_params`): every random choice comes from ``seed``."""
     return attrs.evolve(_draw_schedule(seed, f), params=draw_params(seed))
 
 

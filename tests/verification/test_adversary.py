@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 
-from faults.verification.draw import draw_plan
+from faults.verification.draw import _draw_schedule, draw_params, draw_plan
 from faults.verification.explore import explore, run_plan
 from faults.verification.reach import known_drop_reasons
-from faults.verification.sim import SimPlan, TraitorPlan, random_workload
+from faults.verification.sim import SIM_PARAMS, SimPlan, TraitorPlan, random_workload, simulate
 from pbft.replica import Replica
 
 
@@ -33,6 +34,25 @@ def test_the_explorer_draws_byzantine_traitors_and_clients() -> None:
         2,
     }
     assert sum(bool(p.byzantine_clients) for p in plans) >= 25
+
+
+def test_the_explorer_draws_channels_and_adaptive_batching_apart_from_the_schedule() -> None:
+    seeds = range(400)
+    params = [draw_params(seed) for seed in seeds]
+    channels = [seed for seed, p in zip(seeds, params, strict=True) if not p.signed_replies]
+    adaptive = [seed for seed, p in zip(seeds, params, strict=True)
+                if p.partial_batches_in_flight == 1]  # fmt: skip
+    assert 60 <= len(channels) <= 140 and 60 <= len(adaptive) <= 140
+    assert set(channels) != set(adaptive)
+    for seed in seeds[:50]:
+        schedule = _draw_schedule(seed, None)
+        assert schedule.params == SIM_PARAMS
+        assert draw_plan(seed) == attrs.evolve(schedule, params=draw_params(seed))
+    # With channels on, a traitor's relayed REPLYs meet the channel check.
+    reached = any(
+        "channel-mismatch" in simulate(draw_plan(seed), seed).drop_reasons for seed in channels[:12]
+    )
+    assert reached
 
 
 def test_the_drop_reason_table_covers_every_reason_the_core_counts() -> None:
