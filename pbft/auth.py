@@ -37,6 +37,7 @@ and nested messages always are. That decision belongs here and nowhere else.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -71,7 +72,11 @@ class Authenticator:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         cache_entries: int = VERIFIED_CACHE_ENTRIES,
         channel_types: tuple[type, ...] = (),
+        decoder: Callable[[bytes, int], Signed[Any]] = decode_signed,
     ) -> None:
+        #: ``decode_signed`` or a memo of it (a pure function of the bytes and the
+        #: limit; the simulator shares one among its nodes, see ``pbft.simnet``).
+        self._decode = decoder
         self.cache_entries = cache_entries
         #: Message types an authenticated channel vouches for without a signature.
         self.channel_types = channel_types
@@ -178,7 +183,7 @@ class Authenticator:
     ) -> Signed[Any] | Rejection:
         """:meth:`open` without the signature check: the caller must :meth:`verify`."""
         try:
-            signed = decode_signed(data, self._max_message_bytes)
+            signed = self._decode(data, self._max_message_bytes)
         except DecodeError:
             return Rejection("?", "malformed")
         message = signed.message

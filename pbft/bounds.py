@@ -67,6 +67,7 @@ class MessageBounds:
         """Message TYPE -> largest payload, for the types with a bound of their own."""
         return {
             "REQUEST": self.request,
+            "READ": self.request,
             "PRE-PREPARE": self.pre_prepare,
             "PREPARE": self.vote,
             "COMMIT": self.vote,

@@ -21,8 +21,26 @@ forwards them to the primary and starts a view-change timer):
   do not retransmit together. The "random" draw is a hash of (client,
   timestamp, attempt): the core stays deterministic.
 
+Digest replies (§5.1.1, ``ProtocolParams.digest_replies``): a replica other
+than the request's designated replier sends a REPLY-DIGEST, the SHA-256 of
+the result. Replies match by that digest (a full REPLY by the digest of its
+result), and a result is accepted only when one full REPLY whose result has
+the quorum's digest is at hand; if the designated replier stays silent, the
+retransmission brings full replies from everyone.
+
 Replies are checked for recipient, staleness and duplicates before their
 signature: a reply that arrives after f+1 already agreed costs no verification.
+
+Fast reads (§5.1.3, ``read_only`` given: ``ProtocolParams.fast_reads``). An
+operation the service calls read-only goes out as a READ to every replica,
+which executes it at once on its committed state and replies. The client needs
+2f+1 matching replies; when it cannot get them (a concurrent write, a slow or
+lying replica: as soon as the replies held can no longer reach 2f+1, or when
+the timer fires) it falls back to an ordered REQUEST with the same timestamp.
+For reads answered this way to be linearizable, *every* operation needs 2f+1
+matching replies, writes included (Castro's condition): a completed write
+then executed at f+1 honest replicas, and any 2f+1 replies include one of
+them. So with fast reads on, the quorum is 2f+1 for everything.
 
 Like a replica, a client takes events and returns effects; it has one
 operation outstanding at a time.
@@ -31,13 +49,14 @@ operation outstanding at a time.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from pbft.auth import Authenticator, Rejection
 from pbft.config import ClusterConfig, ConfigError
 from pbft.counters import Counters
 from pbft.crypto import Signer, Verifier
-from pbft.encoding import DEFAULT_MAX_MESSAGE_BYTES
+from pbft.encoding import DEFAULT_MAX_MESSAGE_BYTES, decode_signed
 from pbft.events import (
     CancelTimer,
     Completed,
@@ -50,7 +69,7 @@ from pbft.events import (
     SetTimer,
     TimerFired,
 )
-from pbft.messages import Reply, Request, Signed
+from pbft.messages import Read, Reply, ReplyDigest, Request, Signed, result_digest
 
 RETRANSMIT_TIMER = "retransmit"
 
@@ -73,6 +92,8 @@ class Client:
         max_request_bytes: int = 4096,
         max_retransmit_timeout_ticks: int | None = None,
         signed_replies: bool = False,
+        decoder: Callable[[bytes, int], Signed[Any]] = decode_signed,
+        read_only: Callable[[bytes], bool] | None = None,
     ) -> None:
         if not 0 <= client_id < len(config.client_keys):
             raise ConfigError(f"client id {client_id} is not configured")
@@ -86,10 +107,11 @@ class Client:
         self.id = client_id
         self.config = config
         # Unless replies are signed, a reply is authentic by its channel alone.
-        channel_types = () if signed_replies else (Reply,)
+        channel_types = () if signed_replies else (Reply, ReplyDigest)
         self.auth = Authenticator(
-            config, signer, verifier, max_message_bytes, channel_types=channel_types
-        )
+            config, signer, verifier, max_message_bytes, channel_types=channel_types,
+            decoder=decoder,
+        )  # fmt: skip
         self.counters = Counters()
         self.retransmit_timeout_ticks = retransmit_timeout_ticks
         self.max_retransmit_timeout_ticks = cap if cap is not None else retransmit_timeout_ticks
@@ -99,8 +121,18 @@ class Client:
         self.max_request_bytes = max_request_bytes
         self.view = 0
         self.timestamp = 0
-        self.outstanding: Signed[Request] | None = None
-        self._replies: dict[int, Reply] = {}
+        self.outstanding: Signed[Request] | Signed[Read] | None = None
+        #: Which operations go out as fast READs (None: fast reads off).
+        self.read_only = read_only
+        #: Matching replies needed: f+1, or 2f+1 with fast reads (module docstring).
+        self.reply_quorum = config.quorum if read_only is not None else config.weak_quorum
+        #: READs that went the ordered way (the replies could not agree in time).
+        self.read_fallbacks = 0
+        #: sender -> (view, digest of the result, held in full?) of the replies to the
+        #: outstanding request.
+        self._replies: dict[int, tuple[int, bytes, bool]] = {}
+        #: The results held in full, by digest (at most one per replying replica).
+        self._results: dict[bytes, bytes] = {}
         self._attempt = 0
         self._everyone = tuple(range(config.n))
 
@@ -121,7 +153,9 @@ class Client:
         if self.outstanding is not None:
             raise ClientBusy("a client has one operation outstanding at a time")
         timestamp = max(self.timestamp + 1, event.min_timestamp)
-        request = self.auth.sign(Request(self.id, timestamp, event.operation))
+        fast = self.read_only is not None and self.read_only(event.operation)
+        kind = Read if fast else Request
+        request = self.auth.sign(kind(self.id, timestamp, event.operation))
         if len(request.payload) > self.max_request_bytes:
             raise ValueError(
                 f"the request takes {len(request.payload)} bytes; replicas accept at most "
@@ -130,12 +164,10 @@ class Client:
         self.timestamp = timestamp
         self.outstanding = request
         self._replies = {}
+        self._results = {}
         self._attempt = 0
-        primary = self.config.primary(self.view)
-        return [
-            SendToReplicas((primary,), request),
-            SetTimer(RETRANSMIT_TIMER, self.first_timeout_ticks()),
-        ]
+        to = self._everyone if fast else (self.config.primary(self.view),)
+        return [SendToReplicas(to, request), SetTimer(RETRANSMIT_TIMER, self.first_timeout_ticks())]
 
     # ------------------------------------------------------------ retransmission
 
@@ -176,12 +208,28 @@ class Client:
         """
         self.outstanding = None
         self._replies = {}
+        self._results = {}
         return [CancelTimer(RETRANSMIT_TIMER)]
 
     def _retransmit(self, name: str) -> list[Effect]:
         if name != RETRANSMIT_TIMER or self.outstanding is None:
             return []
         self._attempt += 1
+        if type(self.outstanding.message) is Read:
+            return self._order_read()
+        return [
+            SendToReplicas(self._everyone, self.outstanding),
+            SetTimer(RETRANSMIT_TIMER, self.retransmit_delay_ticks(self._attempt)),
+        ]
+
+    def _order_read(self) -> list[Effect]:
+        """Fall back from a READ to an ordered REQUEST with the same timestamp."""
+        assert self.outstanding is not None
+        read = self.outstanding.message
+        self.outstanding = self.auth.sign(Request(self.id, read.timestamp, read.operation))
+        self._replies = {}
+        self._results = {}
+        self.read_fallbacks += 1
         return [
             SendToReplicas(self._everyone, self.outstanding),
             SetTimer(RETRANSMIT_TIMER, self.retransmit_delay_ticks(self._attempt)),
@@ -190,37 +238,61 @@ class Client:
     def _receive(self, event: Receive) -> list[Effect]:
         # Every check that needs no signature first: late and duplicate replies are
         # the common case once f+1 agreed, and cost nothing then.
-        opened = self.auth.decode(event.data, (Reply,), event.channel)
+        opened = self.auth.decode(event.data, (Reply, ReplyDigest), event.channel)
         if type(opened) is Rejection:
             return self._drop(opened.message_type, opened.reason)
-        reply: Reply = opened.message
+        reply: Reply | ReplyDigest = opened.message
         if reply.client != self.id:
-            return self._drop("REPLY", "wrong-recipient")
+            return self._drop(reply.TYPE, "wrong-recipient")
         outstanding = self.outstanding
         if outstanding is None or reply.timestamp != outstanding.message.timestamp:
-            return self._drop("REPLY", "stale")
-        if reply.sender in self._replies:
-            return self._drop("REPLY", "duplicate")
+            return self._drop(reply.TYPE, "stale")
+        held = self._replies.get(reply.sender)
+        # One vote per replica; a digest may be followed by the full result (resent
+        # for a retransmission), which is what a silent designated replier needs.
+        if held is not None and (type(reply) is ReplyDigest or held[2]):
+            return self._drop(reply.TYPE, "duplicate")
         reason = self.auth.verify(opened, event.channel)
         if reason is not None:
-            return self._drop("REPLY", reason)
-        self.counters.accept("REPLY")
-        self._replies[reply.sender] = reply
-        agreeing = sorted(
-            (other.view for other in self._replies.values() if other.result == reply.result),
-            reverse=True,
-        )
-        if len(agreeing) < self.config.weak_quorum:
+            return self._drop(reply.TYPE, reason)
+        self.counters.accept(reply.TYPE)
+        # A reply counts by the digest of its result, whether it carries the result
+        # (digest replies, §5.1.1: only the designated replier does) or the digest.
+        full = type(reply) is Reply
+        if full:
+            key = result_digest(reply.result)
+            self._results.setdefault(key, reply.result)
+        else:
+            key = reply.result_digest
+        self._replies[reply.sender] = (reply.view, key, full)
+        agreeing = sorted((v for v, k, _ in self._replies.values() if k == key), reverse=True)
+        result = self._full_result(key)
+        if len(agreeing) < self.reply_quorum or result is None:
+            if type(outstanding.message) is Read and not self._read_can_agree():
+                return self._order_read()
             return []
-        # f+1 matching replies: at least one honest replica vouches for the
-        # result, and for a view at least as high as the (f+1)-th highest.
+        # f+1 (or 2f+1) matching replies: at least one honest replica vouches for
+        # the result, and for a view at least as high as the (f+1)-th highest.
         self.view = max(self.view, agreeing[self.config.f])
         self.outstanding = None
         self._replies = {}
+        self._results = {}
         return [
             CancelTimer(RETRANSMIT_TIMER),
-            Completed(reply.timestamp, outstanding.message.operation, reply.result),
+            Completed(reply.timestamp, outstanding.message.operation, result),
         ]
+
+    def _full_result(self, key: bytes) -> bytes | None:
+        """A result held in full whose digest is ``key`` (None: only digests so far)."""
+        return self._results.get(key)
+
+    def _read_can_agree(self) -> bool:
+        """Whether the replies still to come could make 2f+1 match the READ."""
+        counts: dict[bytes, int] = {}
+        for _, key, _ in self._replies.values():
+            counts[key] = counts.get(key, 0) + 1
+        missing = self.config.n - len(self._replies)
+        return max(counts.values()) + missing >= self.reply_quorum
 
     def _drop(self, message_type: str, reason: str) -> list[Any]:
         self.counters.drop(message_type, reason)

@@ -100,6 +100,18 @@ class ProtocolParams:
     #: session, :mod:`pbft.runtime.channel`), as a point-to-point message that
     #: never has to convince a third party. Clients and replicas must agree.
     signed_replies: int = 0
+    #: 1: clients send read-only operations as READs that every replica answers at
+    #: once, without ordering (§5.1.3), and then need 2f+1 matching replies for
+    #: every operation, writes included (:mod:`pbft.client`). 0 (the default):
+    #: every operation is ordered and f+1 matching replies suffice. Replicas answer
+    #: READs either way; the setting is for the clients, which must all agree.
+    fast_reads: int = 0
+    #: 1: only a request's designated replier (``messages.designated_replier``) sends
+    #: the result; the others send its SHA-256 (a REPLY-DIGEST), which saves bytes
+    #: when results are longer than 32 (§5.1.1). 0 (the default): every replica sends
+    #: the result. Clients take either; a cached reply resent on retransmission is
+    #: always in full.
+    digest_replies: int = 0
     #: T: how long a backup waits for a pending request before a view change (§4.4).
     view_change_timeout_ticks: int = 1000
     #: How long before a state fetch is retried with other peers.
@@ -131,6 +143,10 @@ class ProtocolParams:
             raise ConfigError("max_inflight_batches must be at least 1")
         if not 1 <= self.partial_batches_in_flight <= self.max_inflight_batches:
             raise ConfigError("partial_batches_in_flight must lie in [1, max_inflight_batches]")
+        if self.digest_replies not in (0, 1):
+            raise ConfigError("digest_replies must be 0 (full results from all) or 1")
+        if self.fast_reads not in (0, 1):
+            raise ConfigError("fast_reads must be 0 (every operation ordered) or 1")
         if self.signed_replies not in (0, 1):
             raise ConfigError("signed_replies must be 0 (replies MAC-authenticated) or 1 (signed)")
         for name in ("view_change_timeout_ticks", "state_transfer_timeout_ticks"):

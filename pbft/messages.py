@@ -75,6 +75,56 @@ class Request:
 
 
 @attrs.frozen(slots=True)
+class ReplyDigest:
+    """A REPLY that carries SHA-256 of the result instead of the result (§5.1.1).
+
+    With ``ProtocolParams.digest_replies``, only the designated replier of a request
+    (:func:`designated_replier`) sends the result itself; the others send this.
+    The client accepts a result once ``quorum`` replies match it, digests counted
+    by the digest they carry and a full reply by the digest of its result, and it
+    holds one full reply whose result has that digest.
+    """
+
+    TAG: ClassVar[int] = 14
+    TYPE: ClassVar[str] = "REPLY-DIGEST"
+    SCHEMA: ClassVar[tuple[tuple[str, Any], ...]] = (
+        ("view", U64),
+        ("timestamp", U64),
+        ("client", U64),
+        ("sender", U64),
+        ("result_digest", BYTES),
+    )
+    view: int
+    timestamp: int
+    client: int
+    sender: int
+    result_digest: bytes
+
+
+@attrs.frozen(slots=True)
+class Read:
+    """READ(o, t, c): a read-only operation, executed at once by every replica (§5.1.3).
+
+    Never ordered and never part of a PRE-PREPARE: each replica executes it on
+    the state it has (only committed batches are ever executed, so that state
+    is a committed prefix) and replies. The client needs 2f+1 matching replies,
+    and falls back to an ordered REQUEST with the same timestamp when it cannot
+    get them. Only operations the service calls read-only are answered.
+    """
+
+    TAG: ClassVar[int] = 13
+    TYPE: ClassVar[str] = "READ"
+    SCHEMA: ClassVar[tuple[tuple[str, Any], ...]] = (
+        ("client", U64),
+        ("timestamp", U64),
+        ("operation", BYTES),
+    )
+    client: int
+    timestamp: int
+    operation: bytes
+
+
+@attrs.frozen(slots=True)
 class PrePrepare:
     """PRE-PREPARE(v, n, d) with the batch of requests whose digest is d (§4.2)."""
 
@@ -312,11 +362,13 @@ MESSAGE_TYPES: tuple[type, ...] = (
     StateSnapshot,
     FetchCommitted,
     CommitCertificate,
+    Read,
+    ReplyDigest,
 )
 TYPE_BY_TAG: dict[int, type] = {cls.TAG: cls for cls in MESSAGE_TYPES}
 
 #: Messages signed by a client; every other type is signed by a replica.
-CLIENT_SIGNED = (Request,)
+CLIENT_SIGNED = (Request, Read)
 
 Message = (
     Request
@@ -331,7 +383,24 @@ Message = (
     | StateSnapshot
     | FetchCommitted
     | CommitCertificate
+    | Read
+    | ReplyDigest
 )
+
+
+def result_digest(result: bytes) -> bytes:
+    """What a REPLY-DIGEST carries: SHA-256 of the result."""
+    return hashlib.sha256(result).digest()
+
+
+def designated_replier(client: int, timestamp: int, n: int) -> int:
+    """The replica that sends the full result of a request under digest replies.
+
+    It changes with every request, so a faulty replica is designated for 1/n of a
+    client's requests; when it fails to reply, the client's retransmission gets
+    full results from everyone (a replica resends a cached reply in full).
+    """
+    return (client + timestamp) % n
 
 
 def request_digest(request: Signed[Request]) -> bytes:

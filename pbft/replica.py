@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -45,7 +46,7 @@ from pbft.certificates import (
 from pbft.config import ClusterConfig, ConfigError, ProtocolParams
 from pbft.counters import Counters
 from pbft.crypto import Signer, Verifier
-from pbft.encoding import encode_message
+from pbft.encoding import decode_signed, encode_message
 from pbft.events import (
     CancelTimer,
     Committed,
@@ -72,12 +73,16 @@ from pbft.messages import (
     Prepare,
     PreparedCertificate,
     PrePrepare,
+    Read,
     Reply,
+    ReplyDigest,
     Request,
     Signed,
     StateSnapshot,
     ViewChange,
     batch_digest,
+    designated_replier,
+    result_digest,
 )
 from pbft.replica_checkpoints import CheckpointMixin
 from pbft.replica_gate import BUFFERED, GateMixin
@@ -91,6 +96,7 @@ REPLICA_ACCEPTS = (
     FetchCommitted,
     CommitCertificate,
     Request,
+    Read,
     PrePrepare,
     Prepare,
     Commit,
@@ -132,6 +138,7 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
         params: ProtocolParams | None = None,
         service: Service | None = None,
         verifier: Verifier | None = None,
+        decoder: Callable[[bytes, int], Signed[Any]] = decode_signed,
     ) -> None:
         if not 0 <= replica_id < config.n:
             raise ConfigError(f"replica id {replica_id} is not in 0..{config.n - 1}")
@@ -154,7 +161,7 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
         self.service: Service = service if service is not None else KeyValueStore()
         self.auth = Authenticator(
             config, signer, verifier, self.params.max_message_bytes,
-            self.params.verified_cache_entries,
+            self.params.verified_cache_entries, decoder=decoder,
         )  # fmt: skip
         self.counters = Counters()
         self._others = tuple(i for i in range(config.n) if i != replica_id)
@@ -357,7 +364,7 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
         last = self.client_table.get(request.client)
         if last is not None and request.timestamp <= last[0]:
             if request.timestamp == last[0]:
-                self._send_reply(request.client, request.timestamp, last[1])
+                self._send_reply(request.client, request.timestamp, last[1], resent=True)
                 return None
             return "stale-timestamp"
         waiting = self.pending.get(request.client)
@@ -383,6 +390,20 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
         self._start_request_timer(request)
         return None
 
+    def _on_read(self, signed: Signed[Read]) -> str | None:
+        """§5.1.3: execute a read-only operation at once and reply; never ordered.
+
+        Only committed batches are ever executed here, so the state read is a
+        committed prefix; the client's 2f+1 matching replies do the rest (see
+        :mod:`pbft.client`). The client table is left alone: the timestamp may
+        yet be ordered as a REQUEST, when the replies do not agree.
+        """
+        read = signed.message
+        if not self.service.is_read_only(read.operation):
+            return "not-read-only"
+        self._send_reply(read.client, read.timestamp, self.service.execute(read.operation))
+        return None
+
     def _start_request_timer(self, request: Request) -> None:
         """Start the view-change timer if it is not running (§4.4)."""
         if self._timer_request is None and self.view_active:
@@ -405,8 +426,14 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
         if slot is not None and slot.pre_prepare is not None and seq > self.last_executed:
             self._broadcast(slot.pre_prepare)
 
-    def _send_reply(self, client: int, timestamp: int, result: bytes) -> None:
-        message = Reply(self.view, timestamp, client, self.id, result)
+    def _send_reply(self, client: int, timestamp: int, result: bytes, resent: bool = False) -> None:
+        message: Reply | ReplyDigest = Reply(self.view, timestamp, client, self.id, result)
+        if (
+            self.params.digest_replies
+            and not resent
+            and designated_replier(client, timestamp, self.config.n) != self.id
+        ):
+            message = ReplyDigest(self.view, timestamp, client, self.id, result_digest(result))
         if self.params.signed_replies:
             reply = self._sign(message)
         else:  # point-to-point: the channel's MAC authenticates it (pbft.auth)
@@ -643,16 +670,25 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
 
     def _watch_for_gaps(self) -> None:
         """While something above last_executed is known but not executed (its messages
-        may have been lost), keep a timer that asks peers for proof (see _catch_up)."""
-        if not self._catching_up and self._highest_known_seq() > self.last_executed:
+        may have been lost), or while we are changing views (the others may go on
+        committing in the view we left, and we drop its messages), keep a timer that
+        asks peers for proof (see _catch_up)."""
+        if self._catching_up:
+            return
+        if not self.view_active or self._highest_known_seq() > self.last_executed:
             self._catching_up = True
             self._catch_up_mark = self.last_executed
             self._emit(SetTimer(CATCH_UP_TIMER, self.params.state_transfer_timeout_ticks))
 
     def _catch_up(self) -> None:
-        """Ask for proof of what committed in a gap that did not fill by itself."""
+        """Ask for proof of what committed in a gap that did not fill by itself, or, in
+        a view change, of whatever committed in our window: a replica that timed out
+        alone would otherwise stay behind for as long as the others stay in their view
+        (and clients that need 2f+1 replies, with fast reads, would wait for it)."""
         self._catching_up = False
         highest = self._highest_known_seq()
+        if not self.view_active:
+            highest = self.low_watermark + self.params.log_window
         stalled = self.last_executed == self._catch_up_mark  # no progress for a whole period
         if stalled and self.low_watermark <= self.last_executed < highest:
             self._request_commit_certificates(self.last_executed + 1, highest)
@@ -697,6 +733,7 @@ Replica._handlers = {
     FetchCommitted: Replica._on_fetch_committed,
     CommitCertificate: Replica._on_commit_certificate,
     Request: Replica._on_request,
+    Read: Replica._on_read,
     PrePrepare: Replica._on_pre_prepare,
     Prepare: Replica._on_prepare,
     Commit: Replica._on_commit,

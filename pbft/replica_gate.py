@@ -40,6 +40,7 @@ from pbft.messages import (
     NewView,
     Prepare,
     PrePrepare,
+    Read,
     Request,
     Signed,
 )
@@ -63,7 +64,7 @@ class GateMixin(_Base):
         bound = self._payload_bounds.get(kind)
         if bound is not None and len(signed.payload) > bound:
             return "request-too-large" if kind is Request else "too-large"
-        if kind is Request:
+        if kind is Request or kind is Read:
             return None
         if message.sender == self.id:
             return "own-message"

@@ -60,6 +60,7 @@ class ViewChangeMixin(_Base):
         self.queue.clear()  # only a primary proposes, and we are in no view now
         self._timer_request = None
         self._prune_future_buffer()
+        self._watch_for_gaps()
         prepared = tuple(
             certificate
             for seq, certificate in sorted(self.prepared_certificates.items())

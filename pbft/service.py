@@ -27,6 +27,11 @@ class Service(Protocol):
         """Apply one operation and return its result; must be deterministic."""
         ...
 
+    def is_read_only(self, operation: bytes) -> bool:
+        """True if executing ``operation`` never changes the state (it may then be
+        answered without ordering, see :class:`pbft.messages.Read`)."""
+        ...
+
     def snapshot(self) -> bytes:
         """The whole state as canonical bytes (equal states give equal bytes)."""
         ...
@@ -127,6 +132,14 @@ class KeyValueStore:
             return msgpack.packb(False)
         self.data[key] = new
         return msgpack.packb(True)
+
+    def is_read_only(self, operation: bytes) -> bool:
+        """``get`` only (a malformed operation is not: it goes the ordered way)."""
+        try:
+            name, _ = decode_operation(operation)
+        except ValueError:
+            return False
+        return name == "get"
 
     def snapshot(self) -> bytes:
         return msgpack.packb(sorted(self.data.items()))

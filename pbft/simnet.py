@@ -33,7 +33,7 @@ import attrs
 from pbft.client import Client
 from pbft.config import ClusterConfig, ProtocolParams
 from pbft.crypto import ED25519, KEYED_HASH, Ed25519Signer, KeyedHashSigner, Signer
-from pbft.encoding import encode_signed
+from pbft.encoding import decode_signed, encode_signed
 from pbft.events import (
     CancelTimer,
     Completed,
@@ -50,6 +50,7 @@ from pbft.events import (
 )
 from pbft.messages import Signed
 from pbft.replica import Replica
+from pbft.service import KeyValueStore
 
 #: A node's address: ("replica", id) or ("client", id).
 Address = tuple[str, int]
@@ -358,6 +359,39 @@ def _channel(address: Address) -> tuple[str, int]:
 # ------------------------------------------------------------------- a cluster
 
 
+class SharedDecoder:
+    """A memo of :func:`pbft.encoding.decode_signed` shared by a simulated cluster's nodes.
+
+    Every replica still decodes and checks every frame it receives, but a frame
+    broadcast to n - 1 replicas is parsed once: decoding is a pure function of
+    the bytes and the size limit, and decoded messages are frozen values, so
+    handing each receiver the same object changes nothing it can observe.
+    Failures are not remembered (each receiver raises its own
+    ``DecodeError``). The memo holds at most ``max_bytes`` of frames, then
+    starts over, so a traitor's flood cannot grow it.
+    """
+
+    def __init__(self, max_bytes: int = 4 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.held_bytes = 0
+        self.hits = 0
+        self._memo: dict[tuple[bytes, int], Signed[Any]] = {}
+
+    def __call__(self, data: bytes, max_bytes: int) -> Signed[Any]:
+        key = (data, max_bytes)
+        signed = self._memo.get(key)
+        if signed is not None:
+            self.hits += 1
+            return signed
+        signed = decode_signed(data, max_bytes)
+        if self.held_bytes + len(data) > self.max_bytes:
+            self._memo.clear()
+            self.held_bytes = 0
+        self._memo[key] = signed
+        self.held_bytes += len(data)
+        return signed
+
+
 def derive_signer(seed: int, role: str, index: int, scheme: str = ED25519) -> Signer:
     """A deterministic key for a test or simulated principal (never for real use)."""
     secret = hashlib.sha256(b"pbft-test-key|%d|%s|%d" % (seed, role.encode(), index)).digest()
@@ -377,10 +411,12 @@ class SimCluster:
     clients: dict[int, Client]
     replica_signers: dict[int, Signer]
     client_signers: dict[int, Signer]
+    decoder: SharedDecoder = attrs.field(factory=SharedDecoder)
 
     def fresh_replica(self, replica_id: int) -> Replica:
         """A new, empty replica with ``replica_id``'s identity (to recover or to wrap)."""
-        return Replica(replica_id, self.config, self.replica_signers[replica_id], self.params)
+        signer = self.replica_signers[replica_id]
+        return Replica(replica_id, self.config, signer, self.params, decoder=self.decoder)
 
     def restart(self, replica_id: int, journal: Any) -> Replica:
         """Crash-restart: a fresh replica recovered from ``journal`` (anything with
@@ -428,7 +464,10 @@ def make_cluster(
     network = Network(seed, faults)
     # Channels are needed only when replies rely on them.
     network.channels = not params.signed_replies
-    replicas = {i: Replica(i, config, replica_signers[i], params) for i in range(n)}
+    decoder = SharedDecoder()
+    replicas = {
+        i: Replica(i, config, replica_signers[i], params, decoder=decoder) for i in range(n)
+    }
     client_nodes = {
         c: Client(
             c,
@@ -436,6 +475,8 @@ def make_cluster(
             client_signers[c],
             retransmit_timeout_ticks,
             signed_replies=bool(params.signed_replies),
+            decoder=decoder,
+            read_only=KeyValueStore().is_read_only if params.fast_reads else None,
         )
         for c in range(clients)
     }
@@ -444,5 +485,5 @@ def make_cluster(
     for c, client in client_nodes.items():
         network.add_client(client, c)
     return SimCluster(
-        config, params, network, replicas, client_nodes, replica_signers, client_signers
+        config, params, network, replicas, client_nodes, replica_signers, client_signers, decoder
     )

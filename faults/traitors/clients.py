@@ -22,6 +22,9 @@ PRE-PREPARE carrying it too large.
   replica can decode);
 * ``subset``: each request (and each retransmission) to a random subset of
   the replicas only, so that some hear of it and others never do;
+* ``write-as-read``: the request goes to every replica as a READ, the
+  unordered fast path that only read-only operations may take (a ``put``
+  executed that way on some replicas and not others would fork their states);
 * ``byzantine``: any of the above (or the honest request) per request, drawn
   from the client's seeded ``random.Random``.
 """
@@ -36,10 +39,15 @@ import attrs
 from pbft.client import Client
 from pbft.encoding import encode_message
 from pbft.events import Effect, Event, SendToReplicas
-from pbft.messages import Request, Signed
+from pbft.messages import Read, Request, Signed
 
-SIMPLE_MODES = ("reuse-timestamp", "split", "impersonate", "oversized", "huge-timestamp", "subset")
+SIMPLE_MODES = (
+    "reuse-timestamp", "split", "impersonate", "oversized", "huge-timestamp", "subset",
+    "write-as-read",
+)  # fmt: skip
 MODES = (*SIMPLE_MODES, "byzantine")
+#: What the client sends that a mode rewrites.
+_REWRITTEN = (Request, Read)
 #: The largest request the ``oversized`` mode builds (bytes of operation).
 LARGEST_OVERSIZED_BYTES = 256 * 1024
 
@@ -65,7 +73,10 @@ class ByzantineClient:
         return [out for effect in self.client.step(event) for out in self._rewrite(effect)]
 
     def _rewrite(self, effect: Effect) -> list[Effect]:
-        if type(effect) is not SendToReplicas or type(effect.message.message) is not Request:
+        if type(effect) is not SendToReplicas or type(effect.message.message) not in (
+            Request,
+            Read,
+        ):
             return [effect]
         mode = self.mode
         if mode == "byzantine":
@@ -76,7 +87,11 @@ class ByzantineClient:
         request = effect.message.message
         return getattr(self, "_" + mode.replace("-", "_"))(effect, request)
 
-    def _sign(self, request: Request) -> Signed[Request]:
+    def _write_as_read(self, effect: SendToReplicas, request: Request) -> list[Effect]:
+        read = Read(request.client, request.timestamp, request.operation)
+        return [SendToReplicas(tuple(range(self.client.config.n)), self._sign(read))]
+
+    def _sign(self, request: Any) -> Signed[Any]:
         return self.client.auth.sign(request)
 
     def _reuse_timestamp(self, effect: SendToReplicas, request: Request) -> list[Effect]:

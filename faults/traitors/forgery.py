@@ -51,12 +51,12 @@ from pbft.crypto import SIGNATURE_BYTES
 from pbft.encoding import encode_message
 from pbft.messages import (
     BYTES,
+    CLIENT_SIGNED,
     U64,
     CommitCertificate,
     NewView,
     PreparedCertificate,
     PrePrepare,
-    Request,
     Signed,
     StateSnapshot,
     ViewChange,
@@ -90,7 +90,7 @@ class Keyring:
 
     def sign_as(self, message: Any, principal: int) -> Signed[Any]:
         """Sign ``message`` (whose sender/client is already ``principal``) with its key."""
-        keys = self.clients if type(message) is Request else self.replicas
+        keys = self.clients if isinstance(message, CLIENT_SIGNED) else self.replicas
         return keys[principal].sign(message)
 
     def zeroed(self, message: Any) -> Signed[Any]:
@@ -101,7 +101,7 @@ class Keyring:
     def resign(self, rng: random.Random, message: Any, honest_sender: float = 0.1) -> Signed[Any]:
         """Sign as some faulty principal; sometimes name another sender (bad signature),
         a non-member, or send a zeroed signature: the three ways a forgery fails."""
-        field = "client" if type(message) is Request else "sender"
+        field = "client" if isinstance(message, CLIENT_SIGNED) else "sender"
         ids = self.client_ids if field == "client" else self.replica_ids
         roll = rng.random()
         if not ids:

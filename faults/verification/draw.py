@@ -81,17 +81,26 @@ ADAPTIVE_BATCHING_SHARE = 0.25
 #: Probability of a run whose REPLYs rely on authenticated channels, as the runtime's
 #: do, instead of every message standing on its signature alone.
 CHANNELS_SHARE = 0.25
+#: Share of the seeds whose clients send reads as fast READs (2f+1 replies).
+FAST_READS_SHARE = 0.25
+#: Share of the seeds whose replicas send digest replies (the designated one in full).
+DIGEST_REPLIES_SHARE = 0.25
 
 
 def draw_params(seed: int) -> ProtocolParams:
     """The protocol settings of one seed: :data:`SIM_PARAMS`, with the runtime's
-    adaptive batching and channels each in a share of the seeds. Each is drawn from a
-    stream of its own, so every seed keeps its fault schedule whatever they draw."""
+    adaptive batching, channels, fast reads and digest replies each in a share of the seeds. Each is
+    drawn from a stream of its own, so every seed keeps its fault schedule whatever
+    they draw."""
     params = SIM_PARAMS
     if random.Random(f"batching:{seed}").random() < ADAPTIVE_BATCHING_SHARE:
         params = attrs.evolve(params, partial_batches_in_flight=1)
     if random.Random(f"channels:{seed}").random() < CHANNELS_SHARE:
         params = attrs.evolve(params, signed_replies=0)
+    if random.Random(f"fast-reads:{seed}").random() < FAST_READS_SHARE:
+        params = attrs.evolve(params, fast_reads=1)
+    if random.Random(f"digest-replies:{seed}").random() < DIGEST_REPLIES_SHARE:
+        params = attrs.evolve(params, digest_replies=1)
     return params
 
 

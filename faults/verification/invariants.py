@@ -72,19 +72,20 @@ class StepInvariants:
         if steps % self.store_every == 0 and hasattr(replica, "store_limits"):
             self._check_stores(replica_id, replica)
         low = replica.low_watermark
+        high = low + self.log_window
+        view = replica.view
         for seq, slot in replica.slots.items():
-            if not low < seq <= low + self.log_window:
+            if not low < seq <= high:
                 self._report(
-                    f"window: replica {replica_id} keeps seq {seq} outside ({low}, "
-                    f"{low + self.log_window}]"
+                    f"window: replica {replica_id} keeps seq {seq} outside ({low}, {high}]"
                 )
-            votes = [slot.pre_prepare, *slot.prepares.values(), *slot.commits.values()]
-            for vote in votes:
-                if vote is not None and vote.message.view != replica.view:
-                    self._report(
-                        f"one view per slot: replica {replica_id} in view {replica.view} "
-                        f"counts a {vote.message.TYPE} of view {vote.message.view} at seq {seq}"
-                    )
+            pre_prepare = slot.pre_prepare
+            if pre_prepare is not None and pre_prepare.message.view != view:
+                self._report_view(replica_id, view, seq, pre_prepare)
+                continue
+            for vote in (*slot.prepares.values(), *slot.commits.values()):
+                if vote.message.view != view:
+                    self._report_view(replica_id, view, seq, vote)
                     break
         for effect in effects:
             kind = type(effect)
@@ -105,6 +106,12 @@ class StepInvariants:
                         f"replica {known[0]} as {known[1].hex()[:16]}, prepared at replica "
                         f"{replica_id} in view {certificate.view} as {digest.hex()[:16]}"
                     )
+
+    def _report_view(self, replica_id: int, view: int, seq: int, vote: Any) -> None:
+        self._report(
+            f"one view per slot: replica {replica_id} in view {view} "
+            f"counts a {vote.message.TYPE} of view {vote.message.view} at seq {seq}"
+        )
 
     def _check_checkable(self, replica_id: int, certificate: Any) -> None:
         assert self.checker is not None

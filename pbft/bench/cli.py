@@ -48,6 +48,9 @@ def add_parser(commands: Any) -> None:
         help="a further [protocol] setting of the cluster, e.g. partial_batches_in_flight=4 "
         "(repeatable)",
     )  # fmt: skip
+    bench.add_argument("--reads", type=float, default=DEFAULTS.reads,
+                       help="share of operations that are reads (get); the rest are puts; with "
+                       "--protocol fast_reads=1 reads skip the ordering")  # fmt: skip
     bench.add_argument("--json", action="store_true", help="print the report as one JSON line")
 
 
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     settings = BenchSettings(
         f=args.f, clients=args.clients, duration=args.duration, warmup=args.warmup,
         batch=args.batch, auth=args.auth, timeout=args.timeout,
-        protocol=parse_protocol(args.protocol),
+        protocol=parse_protocol(args.protocol), reads=args.reads,
     )  # fmt: skip
     settings.check()  # ValueError: one line, exit 2 (pbft.cli.main)
     tty = sys.stderr.isatty()

@@ -18,6 +18,7 @@ from pbft.auth import Authenticator
 from pbft.config import ClusterConfig
 from pbft.crypto import ED25519, KEYED_HASH, SCHEMES, Signer
 from pbft.messages import (
+    CLIENT_SIGNED,
     NULL_DIGEST,
     Checkpoint,
     Commit,
@@ -28,11 +29,14 @@ from pbft.messages import (
     Prepare,
     PreparedCertificate,
     PrePrepare,
+    Read,
     Reply,
+    ReplyDigest,
     Request,
     StateSnapshot,
     ViewChange,
     batch_digest,
+    result_digest,
 )
 from pbft.simnet import derive_signer
 
@@ -65,7 +69,7 @@ class Keyring:
 
     def signer_of(self, message: Any) -> Authenticator:
         """The authenticator of the principal ``message`` names as its sender."""
-        if isinstance(message, Request):
+        if isinstance(message, CLIENT_SIGNED):
             return self.client(message.client)
         return self.replica(message.sender)
 
@@ -133,6 +137,10 @@ def build_samples(keyring: Keyring) -> dict[type, Any]:
         Prepare: prepares[0].message,
         Commit: Commit(view=0, seq=33, digest=digest, sender=3),
         Reply: Reply(view=0, timestamp=1, client=0, sender=2, result=b"result"),
+        ReplyDigest: ReplyDigest(
+            view=0, timestamp=1, client=0, sender=2, result_digest=result_digest(b"result")
+        ),
+        Read: Read(client=0, timestamp=2, operation=b"op-r"),
         Checkpoint: checkpoint_proof[0].message,
         ViewChange: view_changes[0].message,
         NewView: NewView(view=1, view_changes=view_changes, pre_prepares=reissued, sender=1),

@@ -27,23 +27,24 @@ from pbft.messages import (
     Prepare,
     PrePrepare,
     Reply,
+    ReplyDigest,
     Request,
     Signed,
 )
 from pbft.replica import REPLICA_ACCEPTS
 
 DIGEST = b"\xd1" * 32
-CLIENT_ACCEPTS = (Reply,)
+CLIENT_ACCEPTS = (Reply, ReplyDigest)
 
 
 def accepts_for(message: Any) -> tuple[type, ...]:
     """The accept-list of the principal a message of this type is addressed to."""
-    return CLIENT_ACCEPTS if isinstance(message, Reply) else REPLICA_ACCEPTS
+    return CLIENT_ACCEPTS if isinstance(message, CLIENT_ACCEPTS) else REPLICA_ACCEPTS
 
 
 def receiver(keyring: Any, message: Any) -> Authenticator:
     """An authenticator of a principal that receives ``message``'s type."""
-    return keyring.client(0) if isinstance(message, Reply) else keyring.replica(0)
+    return keyring.client(0) if isinstance(message, CLIENT_ACCEPTS) else keyring.replica(0)
 
 
 def with_signature(signed: Signed[Any], signature: bytes) -> Signed[Any]:
@@ -213,21 +214,23 @@ def test_one_clients_request_claiming_another_client_is_refused(keyring):
     )
 
 
-def test_reply_offered_to_a_replica_is_wrongly_addressed(keyring, samples):
-    """REPLY is not on a replica's accept-list: wrong-recipient, even if validly signed."""
-    assert Reply not in REPLICA_ACCEPTS
-    reply = samples[Reply]
+@pytest.mark.parametrize("message_type", CLIENT_ACCEPTS, ids=lambda t: t.TYPE)
+def test_reply_offered_to_a_replica_is_wrongly_addressed(keyring, samples, message_type):
+    """REPLY and REPLY-DIGEST are not on a replica's accept-list: wrong-recipient, even if
+    validly signed."""
+    assert message_type not in REPLICA_ACCEPTS
+    reply = samples[message_type]
     signed = keyring.signer_of(reply).sign(reply)
     assert keyring.replica(0).open(encode_signed(signed), REPLICA_ACCEPTS) == Rejection(
-        "REPLY", "wrong-recipient"
+        message_type.TYPE, "wrong-recipient"
     )
 
 
 @pytest.mark.parametrize(
-    "message_type", [t for t in MESSAGE_TYPES if t is not Reply], ids=lambda t: t.TYPE
+    "message_type", [t for t in MESSAGE_TYPES if t not in CLIENT_ACCEPTS], ids=lambda t: t.TYPE
 )
 def test_replica_messages_offered_to_client_are_wrong_recipient(keyring, samples, message_type):
-    """A client takes only REPLY; everything else is wrong-recipient."""
+    """A client takes only REPLY and REPLY-DIGEST; everything else is wrong-recipient."""
     message = samples[message_type]
     signed = keyring.signer_of(message).sign(message)
     assert keyring.client(0).open(encode_signed(signed), CLIENT_ACCEPTS) == Rejection(

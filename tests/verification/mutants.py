@@ -45,6 +45,7 @@ import pbft.replica_view_change as replica_view_change
 from faults.verification.explore import run_seed
 from pbft.auth import Authenticator
 from pbft.certificates import NewViewPlan, compute_new_view, pre_prepare_is_well_formed
+from pbft.client import Client
 from pbft.events import Committed, Prepared
 from pbft.messages import Commit, CommitCertificate, PreparedCertificate, ViewChange
 from pbft.replica import Replica
@@ -60,6 +61,7 @@ _HONEST_EXECUTE_READY = Replica._execute_ready
 _HONEST_START_VIEW_CHANGE = Replica._start_view_change
 _HONEST_ENTER_VIEW = Replica._enter_view
 _HONEST_PRECHECK = Replica._precheck
+_HONEST_CLIENT_INIT = Client.__init__
 
 
 @attrs.frozen
@@ -425,6 +427,24 @@ def _view_gate_by_count(self: Replica, signed: Any, view: int) -> str | None:
 # ------------------------------------------------------------------------- catalogue
 
 
+# ----------------------------------------------------------------- fast reads (§5.1.3)
+
+
+def _read_executing_anything(self: Replica, signed: Any) -> str | None:
+    read = signed.message
+    self._send_reply(read.client, read.timestamp, self.service.execute(read.operation))
+    return None
+
+
+def _client_with_weak_quorum(self: Client, *args: Any, **kwargs: Any) -> None:
+    _HONEST_CLIENT_INIT(self, *args, **kwargs)
+    self.reply_quorum = self.config.weak_quorum
+
+
+def _any_full_result(self: Client, key: bytes) -> bytes | None:
+    return next(iter(self._results.values()), None)
+
+
 def _replica(attribute: str, replacement: Any) -> tuple[Patch, ...]:
     return (Patch(Replica, attribute, replacement),)
 
@@ -564,6 +584,27 @@ MUTANTS: tuple[Mutant, ...] = (
         "a VIEW-CHANGE's stable checkpoint is believed without checking its 2f+1 proof",
         "§4.4",
         (Patch(replica_view_change, "check_view_change", _check_view_change_trusting_checkpoint),),
+    ),
+    Mutant(
+        "read-executes-writes",
+        "a replica answers a READ whatever its operation, so a write a client sent as a "
+        "READ changes some replicas' state outside the order",
+        "§5.1.3",
+        _replica("_on_read", _read_executing_anything),
+    ),
+    Mutant(
+        "fast-reads-with-weak-write-quorum",
+        "with fast reads on, clients still accept f+1 matching replies for writes, so a "
+        "later read's 2f+1 replies may all predate a completed write",
+        "§5.1.3",
+        (Patch(Client, "__init__", _client_with_weak_quorum),),
+    ),
+    Mutant(
+        "digest-replies-trust-the-full-result",
+        "with digest replies, a client takes the full result it holds once enough digests "
+        "match, without checking that the result has their digest",
+        "§5.1.1",
+        (Patch(Client, "_full_result", _any_full_result),),
     ),
 )
 

@@ -20,6 +20,7 @@ import pbft.certificates as certificates
 import pbft.replica_view_change as replica_view_change
 from faults.verification.explore import run_seed
 from pbft.auth import Authenticator
+from pbft.client import Client
 from pbft.replica import Replica
 from tests.verification.mutants import MUTANTS, Mutant, first_kill
 
@@ -28,7 +29,7 @@ SEEDS = 500
 #: Seeds the honest code runs without a single violation.
 SANITY_SEEDS = 30
 
-_PATCHED_NAMESPACES = (Replica, certificates, replica_view_change, Authenticator)
+_PATCHED_NAMESPACES = (Replica, certificates, replica_view_change, Authenticator, Client)
 
 
 def _namespaces() -> list[dict[str, object]]:

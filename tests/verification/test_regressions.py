@@ -71,3 +71,16 @@ def test_a_message_to_a_replica_that_does_not_exist_is_dropped_even_by_a_twin() 
     before = network.messages_sent
     network._apply(("replica", 1), SendToReplicas((2, 7), prepare))
     assert network.messages_sent == before + 1  # replica 2 only
+
+
+def test_explorer_seed_198_a_replica_alone_in_a_view_change_catches_up() -> None:
+    """Fast reads, a mute primary and 10% loss: replica 2 lost the COMMITs of seq 1 and
+    its view-change timer fired alone; it cleared its log, dropped every message of the
+    view the others stayed in, and a write that needed its reply (2f+1 with fast reads)
+    never completed. A replica in a view change now keeps fetching commit certificates."""
+    from faults.verification.draw import draw_params
+    from faults.verification.explore import run_seed
+
+    assert draw_params(198).fast_reads  # the seed still draws what found the bug
+    result = run_seed(198)
+    assert not result.violations, [violation.as_dict() for violation in result.violations]
