@@ -115,6 +115,8 @@ class Window:
     timeouts: int = 0
     #: Operations that were reads (answered without ordering when fast reads are on).
     reads: int = 0
+    #: (seconds into the window, largest replica's resident MB), about 60 samples.
+    rss_mb: list[tuple[float, float]] = attrs.Factory(list)
 
 
 def run_bench(
@@ -191,6 +193,8 @@ def run_bench(
             "clients": _round(client_cpu / done * 1000 if done else None),
         },
         "replica_rss_mb": rss,
+        #: [seconds, MB]: the largest replica's resident memory through the window.
+        "rss_mb_timeline": [list(sample) for sample in window.rss_mb],
         "calibration_us": costs.as_us(),
         "cores": cores(),
     }
@@ -238,7 +242,12 @@ async def _drive(
         measuring[0] = True
         started = time.perf_counter()
         deadline = started + settings.duration
+        sample_every = max(1.0, settings.duration / 60)
+        next_sample = started
         while (now := time.perf_counter()) < deadline:
+            if now >= next_sample:
+                _sample_rss(window, now - started, pids)
+                next_sample += sample_every
             await trio.sleep(min(1.0, deadline - now))
             elapsed = time.perf_counter() - started
             progress(
@@ -247,6 +256,7 @@ async def _drive(
             )
         measuring[0] = False
         elapsed = time.perf_counter() - started
+        _sample_rss(window, elapsed, pids)
         client_cpu = time.process_time() - client_before
         cpu_after = [process_cpu_seconds(pid) or 0.0 for pid in pids]
         batches = _executed(cluster) - executed_before
@@ -255,9 +265,25 @@ async def _drive(
     return window, elapsed, replica_cpu, client_cpu, batches
 
 
+def _sample_rss(window: Window, at: float, pids: list[int]) -> None:
+    sizes = [size for pid in pids if (size := resident_mb(pid)) is not None]
+    if sizes:
+        window.rss_mb.append((round(at, 1), round(max(sizes), 1)))
+
+
 def _executed(cluster: LocalCluster) -> int:
     """Sequence numbers executed so far, by the replica furthest ahead."""
     return max((s["last_executed"] for s in cluster.statuses().values() if s), default=0)
+
+
+def _rss_line(timeline: list[list[float]]) -> list[str]:
+    if not timeline:
+        return []
+    sizes = [size for _, size in timeline]
+    return [
+        f"  resident     largest replica {sizes[0]} MB at the start, {sizes[-1]} MB at the "
+        f"end, at most {max(sizes)} MB ({len(sizes)} samples)"
+    ]
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
@@ -278,6 +304,7 @@ def print_report(report: dict[str, Any], out: Any = sys.stdout) -> None:
         f"  ceiling      {report['ceiling_ops']:,.1f} ops/s at that batch size on "
         f"{report['cores']} cores; efficiency {report['efficiency']:.0%}",
         f"  CPU per op   replicas {cpu['replicas']} ms, clients {cpu['clients']} ms",
+        *_rss_line(report.get("rss_mb_timeline") or []),
         "  calibration  " + ", ".join(f"{k} {v}" for k, v in report["calibration_us"].items()),
     ]
     print("\n".join(lines), file=out)

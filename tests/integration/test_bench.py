@@ -31,15 +31,32 @@ def test_bench_reports_its_figures_against_the_same_run_ceiling() -> None:
     # The ceiling counts only part of the work: no run reaches it.
     assert 0 < report["efficiency"] < 1
     assert report["cpu_ms_per_op"]["replicas"] > 0 and report["cpu_ms_per_op"]["clients"] > 0
+    # The largest replica's resident memory, sampled from the window's start to its end.
+    timeline = report["rss_mb_timeline"]
+    assert len(timeline) >= 2 and timeline[0][0] == 0 and timeline[-1][0] >= 2
+    assert all(size > 10 for _, size in timeline)
     # Progress went to stderr, the report alone to stdout.
     assert "ceiling of the design" in result.stderr and "ops/s" in result.stderr
     assert len(result.stdout.strip().splitlines()) == 1
 
 
+def test_bench_with_fast_reads_answers_reads_unordered() -> None:
+    result = pbft("bench", "--json", "--clients", "2", "--duration", "2", "--warmup", "0.5",
+                  "--reads", "0.5", "--protocol", "fast_reads=1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["reads"] == 0.5 and report["protocol"] == {"fast_reads": 1}
+    assert report["operations"] > 0 and report["timeouts"] == 0
+    # Half the operations took no part in a batch: two clients' writes alone fill them.
+    assert 1 <= report["batch_mean"] <= 2
+
+
 def test_bench_refuses_a_bad_option_in_one_line() -> None:
-    result = pbft("bench", "--clients", "0")
-    assert result.returncode == 2
-    assert result.stderr.strip() == "pbft bench: error: --clients must be at least 1"
+    for args, message in ((("--clients", "0"), "--clients must be at least 1"),
+                          (("--reads", "1.5"), "--reads must lie in [0, 1]")):  # fmt: skip
+        result = pbft("bench", *args)
+        assert result.returncode == 2
+        assert result.stderr.strip() == f"pbft bench: error: {message}"
 
 
 def test_bench_refuses_an_unknown_or_impossible_protocol_setting_in_one_line() -> None:
