@@ -141,7 +141,7 @@ def _add_client_options(parser: argparse.ArgumentParser, with_defaults: bool) ->
         "--timeout",
         type=float,
         default=default(10.0),
-        help="seconds to wait for f+1 matching replies",
+        help="seconds to wait for f+1 matching replies (2f+1 with fast_reads)",
     )
     parser.add_argument(
         "--json", action="store_true", default=default(False), help="print one JSON object"

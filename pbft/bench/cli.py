@@ -51,6 +51,9 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("--reads", type=float, default=DEFAULTS.reads,
                        help="share of operations that are reads (get); the rest are puts; with "
                        "--protocol fast_reads=1 reads skip the ordering")  # fmt: skip
+    bench.add_argument("--value-bytes", type=int, default=DEFAULTS.value_bytes,
+                       help="bytes of each value written, so of each read's result (0: a "
+                       "few); e.g. with --protocol digest_replies=1")  # fmt: skip
     bench.add_argument("--json", action="store_true", help="print the report as one JSON line")
 
 
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     settings = BenchSettings(
         f=args.f, clients=args.clients, duration=args.duration, warmup=args.warmup,
         batch=args.batch, auth=args.auth, timeout=args.timeout,
-        protocol=parse_protocol(args.protocol), reads=args.reads,
+        protocol=parse_protocol(args.protocol), reads=args.reads, value_bytes=args.value_bytes,
     )  # fmt: skip
     settings.check()  # ValueError: one line, exit 2 (pbft.cli.main)
     tty = sys.stderr.isatty()

@@ -46,6 +46,8 @@ class BenchSettings:
     protocol: dict[str, int] = attrs.Factory(dict)
     #: Share of operations that are reads (``get``); the rest are ``put``s.
     reads: float = 0.0
+    #: Bytes of each value written (and so of each read's result); 0: a few bytes.
+    value_bytes: int = 0
 
     def check(self) -> None:
         """Refuse settings that cannot run, naming the option."""
@@ -63,6 +65,8 @@ class BenchSettings:
             raise ValueError("--timeout must be more than 0 seconds")
         if not 0 <= self.reads <= 1:
             raise ValueError("--reads must lie in [0, 1]")
+        if not 0 <= self.value_bytes <= kv.MAX_VALUE_BYTES:
+            raise ValueError(f"--value-bytes must lie in [0, {kv.MAX_VALUE_BYTES}]")
         if self.auth not in AUTH_MODES:
             raise ValueError(f"--auth {self.auth!r}: choose from {', '.join(AUTH_MODES)}")
         known = {field.name for field in attrs.fields(ProtocolParams)}
@@ -174,6 +178,7 @@ def run_bench(
         "clients": settings.clients,
         "auth": settings.auth,
         "reads": settings.reads,
+        "value_bytes": settings.value_bytes,
         "duration_s": round(elapsed, 3),
         "batch_size": settings.batch,
         "protocol": dict(settings.protocol),
@@ -214,7 +219,8 @@ async def _drive(
             key = f"k{client.id}-{i % 64}"
             # Reads spread evenly: operation i is a read when i * reads crosses an integer.
             is_read = int(i * settings.reads) != int((i - 1) * settings.reads)
-            operation = kv.get(key) if is_read else kv.put(key, f"v{i}")
+            value = f"v{i}".ljust(settings.value_bytes, "x")
+            operation = kv.get(key) if is_read else kv.put(key, value)
             started = time.perf_counter()
             try:
                 await client.execute(operation, timeout=settings.timeout)

@@ -190,8 +190,7 @@ class RemoteClient:
             for effect in self.core.abandon():
                 self._carry_out(effect)
             raise NoQuorum(
-                f"no {self.files.config.weak_quorum} replicas agreed on a result "
-                f"within {timeout:g} s"
+                f"no {self.core.reply_quorum} replicas agreed on a result within {timeout:g} s"
             ) from None
         assert self._result is not None
         return self._result

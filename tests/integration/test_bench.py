@@ -52,8 +52,11 @@ def test_bench_with_fast_reads_answers_reads_unordered() -> None:
 
 
 def test_bench_refuses_a_bad_option_in_one_line() -> None:
-    for args, message in ((("--clients", "0"), "--clients must be at least 1"),
-                          (("--reads", "1.5"), "--reads must lie in [0, 1]")):  # fmt: skip
+    for args, message in (
+        (("--clients", "0"), "--clients must be at least 1"),
+        (("--reads", "1.5"), "--reads must lie in [0, 1]"),
+        (("--value-bytes", "5000"), "--value-bytes must lie in [0, 2048]"),
+    ):
         result = pbft("bench", *args)
         assert result.returncode == 2
         assert result.stderr.strip() == f"pbft bench: error: {message}"
