@@ -27,9 +27,13 @@ Rules (docs/protocol.md, "Authentication"):
 Authenticated channels: :meth:`open` receives the principal the channel
 vouches for (the runtime's connections are mutually authenticated and every
 frame carries a MAC under a per-session key; the simulator knows the true
-sender). A message of a type listed in ``channel_types`` (REPLY, unless
-``ProtocolParams.signed_replies``) is accepted on that ground alone, without a
-signature: it is point-to-point and never has to convince a third party.
+sender). A message of a type listed in ``channel_types`` (at a client REPLY and
+REPLY-DIGEST, at a replica READ, unless ``ProtocolParams.signed_replies``) is
+accepted on that ground alone, without a signature, when it comes on its own
+principal's channel: it is point-to-point and never has to convince a third
+party. (A READ on a replica's channel, one a faulty replica relays or forges,
+still needs its client's signature: unsigned, it could make every honest
+replica answer a client's outstanding write with the result of some read.)
 Every other message is checked by its signature whatever channel it came on,
 and nested messages always are. That decision belongs here and nowhere else.
 """
@@ -122,7 +126,11 @@ class Authenticator:
         if key is None:
             return "non-member"
         if channel is not None and type(signed.message) in self.channel_types:
-            return None
+            # Only the principal's own channel vouches for it: a READ relayed over a
+            # replica's connection must carry its client's signature.
+            own_role = ("replica", "client")[isinstance(signed.message, CLIENT_SIGNED)]
+            if channel[0] == own_role:
+                return None
         signature = signed.signature
         if len(signature) != self._signature_bytes:
             return "bad-signature"

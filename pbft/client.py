@@ -56,7 +56,7 @@ from pbft.auth import Authenticator, Rejection
 from pbft.config import ClusterConfig, ConfigError
 from pbft.counters import Counters
 from pbft.crypto import Signer, Verifier
-from pbft.encoding import DEFAULT_MAX_MESSAGE_BYTES, decode_signed
+from pbft.encoding import DEFAULT_MAX_MESSAGE_BYTES, decode_signed, encode_message
 from pbft.events import (
     CancelTimer,
     Completed,
@@ -107,6 +107,7 @@ class Client:
         self.id = client_id
         self.config = config
         # Unless replies are signed, a reply is authentic by its channel alone.
+        self.signed_replies = signed_replies
         channel_types = () if signed_replies else (Reply, ReplyDigest)
         self.auth = Authenticator(
             config, signer, verifier, max_message_bytes, channel_types=channel_types,
@@ -154,8 +155,14 @@ class Client:
             raise ClientBusy("a client has one operation outstanding at a time")
         timestamp = max(self.timestamp + 1, event.min_timestamp)
         fast = self.read_only is not None and self.read_only(event.operation)
-        kind = Read if fast else Request
-        request = self.auth.sign(kind(self.id, timestamp, event.operation))
+        if fast and not self.signed_replies:
+            # Point-to-point, never forwarded: the channel to each replica vouches for it.
+            read = Read(self.id, timestamp, event.operation)
+            request = Signed(read, b"", encode_message(read))
+        else:
+            request = self.auth.sign(
+                (Read if fast else Request)(self.id, timestamp, event.operation)
+            )
         if len(request.payload) > self.max_request_bytes:
             raise ValueError(
                 f"the request takes {len(request.payload)} bytes; replicas accept at most "

@@ -162,6 +162,8 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
         self.auth = Authenticator(
             config, signer, verifier, self.params.max_message_bytes,
             self.params.verified_cache_entries, decoder=decoder,
+            # A READ straight from its client is authenticated by the client's channel.
+            channel_types=() if self.params.signed_replies else (Read,),
         )  # fmt: skip
         self.counters = Counters()
         self._others = tuple(i for i in range(config.n) if i != replica_id)
@@ -184,6 +186,8 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
         self.commit_certificates: dict[int, CommitCertificate] = {}
         self._catching_up = False
         self._catch_up_mark = 0
+        #: Catch-up periods in a row without progress.
+        self._stalled_periods = 0
 
         # Clients (§4.1): the last executed timestamp and result per client,
         # the requests waiting to execute (the latest per client), and at the
@@ -232,7 +236,7 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
             if type(decoded) is Rejection:
                 self._count_drop(decoded.message_type, decoded.reason)
             else:
-                reason = self._precheck(decoded) or self.auth.verify(decoded)
+                reason = self._precheck(decoded) or self.auth.verify(decoded, event.channel)
                 if reason is None:
                     self._handle(decoded)
                 else:
@@ -690,8 +694,20 @@ class Replica(GateMixin, StoresMixin, CheckpointMixin, ViewChangeMixin, Recovery
         if not self.view_active:
             highest = self.low_watermark + self.params.log_window
         stalled = self.last_executed == self._catch_up_mark  # no progress for a whole period
-        if stalled and self.low_watermark <= self.last_executed < highest:
-            self._request_commit_certificates(self.last_executed + 1, highest)
+        if not stalled:
+            self._stalled_periods = 0
+        elif self.low_watermark <= self.last_executed < highest:
+            missing = [seq for seq in range(self.last_executed + 1, highest + 1)
+                       if seq not in self.committed]  # fmt: skip
+            # last_executed + 1 is always missing: it would have executed otherwise.
+            self._request_commit_certificates(missing[0], missing[-1])
+            self._stalled_periods += 1
+            ahead = max(self.committed, default=0) > self.last_executed
+            if self._stalled_periods >= 2 and ahead and self.fetching is None:
+                # Proven committed beyond a gap that two fetches did not fill: the batch
+                # may lie below every peer's stable checkpoint, discarded there, and its
+                # state is what they can still give us.
+                self._start_state_transfer(self.last_executed + 1)
         self._watch_for_gaps()
 
     def _request_commit_certificates(self, first_seq: int, last_seq: int) -> None:

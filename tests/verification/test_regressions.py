@@ -84,3 +84,18 @@ def test_explorer_seed_198_a_replica_alone_in_a_view_change_catches_up() -> None
     assert draw_params(198).fast_reads  # the seed still draws what found the bug
     result = run_seed(198)
     assert not result.violations, [violation.as_dict() for violation in result.violations]
+
+
+def test_explorer_seed_907_a_replica_behind_every_stable_checkpoint_fetches_the_state() -> None:
+    """Fast reads, n = 7, two stalling traitors, replica 4 crashed and restarted: it came
+    back at seq 7 while the others had executed 11 and made checkpoint 8 stable, so
+    nobody held seq 8's commit certificate any more, and it had missed their CHECKPOINTs.
+    With every write needing its reply (2f+1 = 5 of 5 honest), nothing moved, so no new
+    checkpoint could tell it where the others were. After two catch-up periods without
+    progress, a replica now also asks for the state at last_executed + 1."""
+    from faults.verification.draw import draw_params
+    from faults.verification.explore import run_seed
+
+    assert draw_params(907).fast_reads
+    result = run_seed(907)
+    assert not result.violations, [violation.as_dict() for violation in result.violations]

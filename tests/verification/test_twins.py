@@ -109,7 +109,9 @@ def test_the_twins_are_effective(exhaustive: dict[str, Any]) -> None:
     view 0, which some arrangements of each must do."""
     assert exhaustive["view_change_or_equivocation"] >= 0.3, exhaustive
     primary = exhaustive["by_twinned"][0]
-    assert primary["view_change"] >= 0.8, exhaustive["by_twinned"]
+    # 89% before a replica that stalls with batches committed above a gap fetched the
+    # state (docs/protocol.md, section 7): some arrangements now end without one.
+    assert primary["view_change"] >= 0.75, exhaustive["by_twinned"]
     assert primary["equivocation_detected"] >= 0.6, exhaustive["by_twinned"]
     for twinned in (1, 2):
         assert exhaustive["by_twinned"][twinned]["view_change"] >= 0.03, exhaustive["by_twinned"]
