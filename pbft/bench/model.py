@@ -17,6 +17,13 @@ and prices each item with the same run's calibration (:mod:`pbft.bench.calibrate
 * with ``auth="macs"`` (the default) the same, except that REPLYs carry no
   signature: their channel's MAC authenticates them (``signed_replies = 0``).
 
+With fast reads (``fast_reads = 1``) a read is no batch: the client's READ
+goes to all n replicas (signed only with ``auth="signatures"``; otherwise its
+channel vouches for it) and each replies, so it costs 2n hops and, signed,
+1 + n signatures and n + 2f+1 verifications; a write's client then checks
+2f+1 replies instead of f+1. The ceiling of a mix is the harmonic one: the
+cores divided by the mean cost of an operation.
+
 Nothing is counted for SQLite, scheduling or the service itself, so the ceiling
 is an upper bound that no implementation reaches; the measured throughput as a
 fraction of it (the *efficiency*) says how much the rest costs.
@@ -52,8 +59,12 @@ class BatchCost:
         )
 
 
-def batch_cost(n: int, f: int, batch: float, checkpoint_interval: int, auth: str) -> BatchCost:
-    """Count the messages, signatures and verifications of one batch in the normal case."""
+def batch_cost(
+    n: int, f: int, batch: float, checkpoint_interval: int, auth: str, reply_quorum: int = 0
+) -> BatchCost:
+    """Count the messages, signatures and verifications of one batch in the normal case.
+
+    ``reply_quorum``: replies a client checks (default f+1; 2f+1 with fast reads)."""
     if auth not in AUTH_MODES:
         raise ValueError(f"unknown --auth {auth!r}; choose from {', '.join(AUTH_MODES)}")
     if batch <= 0:
@@ -71,16 +82,30 @@ def batch_cost(n: int, f: int, batch: float, checkpoint_interval: int, auth: str
     signs = requests + 1 + (n - 1) + n + n / checkpoint_interval + signed_replies
     # Verified by each receiver; the request once by every replica; the client
     # needs f+1 replies.
-    reply_verifies = (f + 1) * batch if auth == "signatures" else 0
+    reply_verifies = (reply_quorum or f + 1) * batch if auth == "signatures" else 0
     verifies = n * requests + pre_prepares + prepares + commits + checkpoints + reply_verifies
     return BatchCost(batch, messages, signs, verifies, macs=2 * messages)
 
 
+def read_cost(n: int, f: int, auth: str) -> BatchCost:
+    """What one fast read costs: READ to n replicas, n REPLYs, 2f+1 of them checked."""
+    messages = 2 * n
+    signed = auth == "signatures"
+    return BatchCost(
+        1, messages, signs=(1 + n) * signed, verifies=(n + 2 * f + 1) * signed, macs=2 * messages
+    )
+
+
 def ceiling_ops(costs: Costs, n: int, f: int, batch: float, checkpoint_interval: int,
-                auth: str, cores: int) -> float:  # fmt: skip
-    """Operations per second if ``cores`` cores did nothing but what the count says."""
-    cost = batch_cost(n, f, batch, checkpoint_interval, auth)
-    return cores * batch / cost.cpu_seconds(costs)
+                auth: str, cores: int, fast_reads: float = 0.0) -> float:  # fmt: skip
+    """Operations per second if ``cores`` cores did nothing but what the count says.
+
+    ``fast_reads``: the share of operations that are fast reads (0 when off)."""
+    quorum = 2 * f + 1 if fast_reads else f + 1
+    cost = batch_cost(n, f, batch, checkpoint_interval, auth, quorum)
+    per_write = cost.cpu_seconds(costs) / batch
+    per_read = read_cost(n, f, auth).cpu_seconds(costs)
+    return cores / ((1 - fast_reads) * per_write + fast_reads * per_read)
 
 
 def latency_floor_ms(costs: Costs, n: int, f: int, auth: str) -> float:

@@ -137,7 +137,9 @@ def run_bench(
     interval = protocol["checkpoint_interval"]
 
     def ceiling(batch: float) -> float:
-        return ceiling_ops(costs, n, settings.f, batch, interval, settings.auth, cores())
+        fast_reads = settings.reads if protocol.get("fast_reads") else 0.0
+        return ceiling_ops(costs, n, settings.f, batch, interval, settings.auth, cores(),
+                           fast_reads=fast_reads)  # fmt: skip
 
     progress(
         f"ceiling of the design on {cores()} cores: {ceiling(1):,.0f} ops/s at batch 1, "

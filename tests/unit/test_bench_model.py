@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pbft.bench.calibrate import Costs
-from pbft.bench.model import batch_cost, ceiling_ops, latency_floor_ms
+from pbft.bench.model import batch_cost, ceiling_ops, latency_floor_ms, read_cost
 from pbft.bench.run import BenchSettings
 
 COSTS = Costs(sign_s=50e-6, verify_s=130e-6, mac_s=5e-6, hop_s=60e-6)
@@ -85,3 +85,24 @@ def test_unknown_auth_modes_and_empty_batches_are_refused() -> None:
 def test_bad_settings_are_refused_by_name(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BenchSettings(**changes).check()
+
+
+def test_a_fast_read_costs_2n_hops_and_signed_its_signatures() -> None:
+    macs = read_cost(4, 1, "macs")
+    assert (macs.messages, macs.signs, macs.verifies) == (8, 0, 0)
+    signed = read_cost(4, 1, "signatures")
+    # the client's READ and 4 REPLYs signed; the READ checked by 4, 3 replies by the client.
+    assert (signed.signs, signed.verifies) == (5, 4 + 3)
+    # With fast reads a writer checks 2f+1 replies, not f+1.
+    assert batch_cost(4, 1, 1, 10**9, "signatures", 3).verifies == pytest.approx(4 + 3 + 9 + 12 + 3)
+
+
+def test_the_ceiling_of_a_mix_lies_between_its_parts() -> None:
+    writes = ceiling_ops(COSTS, 4, 1, 10, 32, "macs", 2, fast_reads=1e-9)
+    reads = ceiling_ops(COSTS, 4, 1, 10, 32, "macs", 2, fast_reads=1.0)
+    mix = ceiling_ops(COSTS, 4, 1, 10, 32, "macs", 2, fast_reads=0.9)
+    assert writes < mix < reads
+    # Without fast reads, the ceiling is the ordered one whatever the mix.
+    assert ceiling_ops(COSTS, 4, 1, 10, 32, "macs", 2) == pytest.approx(
+        2 * 10 / batch_cost(4, 1, 10, 32, "macs").cpu_seconds(COSTS)
+    )
