@@ -27,13 +27,17 @@ Rules (docs/protocol.md, "Authentication"):
 Authenticated channels: :meth:`open` receives the principal the channel
 vouches for (the runtime's connections are mutually authenticated and every
 frame carries a MAC under a per-session key; the simulator knows the true
-sender). A message of a type listed in ``channel_types`` (at a client REPLY and
-REPLY-DIGEST, at a replica READ, unless ``ProtocolParams.signed_replies``) is
-accepted on that ground alone, without a signature, when it comes on its own
-principal's channel: it is point-to-point and never has to convince a third
-party. (A READ on a replica's channel, one a faulty replica relays or forges,
-still needs its client's signature: unsigned, it could make every honest
-replica answer a client's outstanding write with the result of some read.)
+sender). A replica's channel may carry any message, its own and the signed
+ones it relays (a client's REQUEST, a NEW-VIEW, CHECKPOINTs), since their
+signatures are checked anyway; a client's channel only that client's own
+messages (else ``channel-mismatch``). A message of a type listed in
+``channel_types`` (at a client REPLY and REPLY-DIGEST, at a replica READ,
+unless ``ProtocolParams.signed_replies``) is accepted without a signature when
+it comes on its signer's own channel: it is point-to-point and never has to
+convince a third party. (A READ on a replica's channel, one a faulty replica
+relays or forges, still needs its client's signature: unsigned, it could make
+every honest replica answer a client's outstanding write with the result of
+some read. A REPLY naming replica 3 on replica 2's channel needs replica 3's.)
 Every other message is checked by its signature whatever channel it came on,
 and nested messages always are. That decision belongs here and nowhere else.
 """
@@ -125,12 +129,14 @@ class Authenticator:
         key = self.signer_key(signed.message)
         if key is None:
             return "non-member"
-        if channel is not None and type(signed.message) in self.channel_types:
-            # Only the principal's own channel vouches for it: a READ relayed over a
-            # replica's connection must carry its client's signature.
-            own_role = ("replica", "client")[isinstance(signed.message, CLIENT_SIGNED)]
-            if channel[0] == own_role:
-                return None
+        if (
+            channel is not None
+            and type(signed.message) in self.channel_types
+            and channel == _signer(signed.message)
+        ):
+            # Only the signer's own channel vouches for it: a READ relayed over a
+            # replica's connection, or a REPLY naming another replica, needs its signature.
+            return None
         signature = signed.signature
         if len(signature) != self._signature_bytes:
             return "bad-signature"
@@ -203,7 +209,17 @@ class Authenticator:
 
 
 def _fits_channel(message: Any, channel: tuple[str, int]) -> bool:
+    """A replica's connection may carry any message (its own, and the signed ones it
+    relays: a client's REQUEST, a NEW-VIEW, CHECKPOINTs); a client's, only that
+    client's own REQUESTs and READs."""
     role, principal = channel
+    if role == "replica":
+        return True
+    return isinstance(message, CLIENT_SIGNED) and message.client == principal
+
+
+def _signer(message: Any) -> tuple[str, int]:
+    """The principal whose key must sign ``message``, as a channel names it."""
     if isinstance(message, CLIENT_SIGNED):
-        return role == "replica" or message.client == principal
-    return role == "replica" and message.sender == principal
+        return ("client", message.client)
+    return ("replica", message.sender)

@@ -65,14 +65,16 @@ def test_fetch_committed_is_answered_only_within_the_window() -> None:
 
 
 def test_frames_are_attributed_to_the_identity_their_connection_proved() -> None:
-    """A message arriving on replica 2's connection must be replica 2's (or a request it
-    forwards); on a client's connection, only that client's requests."""
+    """A replica's connection may relay signed messages of others (a request it forwards,
+    a NEW-VIEW): their signatures decide. A client's connection carries only that
+    client's requests."""
     cluster = make_cluster(f=1, clients=2, seed=143)
     replica = cluster.replicas[0]
     prepare = cluster.replicas[1].auth.sign(Prepare(0, 1, b"d" * 32, 1))
-    replica.step(Receive(encode_signed(prepare), channel=("replica", 2)))
+    replica.step(Receive(encode_signed(prepare), channel=("replica", 2)))  # relayed
+    assert replica.counters.accepted["PREPARE"] == 1
     replica.step(Receive(encode_signed(prepare), channel=("client", 0)))
-    assert replica.counters.dropped[("PREPARE", "channel-mismatch")] == 2
+    assert replica.counters.dropped[("PREPARE", "channel-mismatch")] == 1
     from pbft.messages import Request
 
     request = cluster.clients[1].auth.sign(Request(1, 1, kv.put("k", "v")))

@@ -293,3 +293,29 @@ def test_a_replica_changing_view_stops_proposing() -> None:
     assert primary.queue, "the window is full, so requests wait in the primary's queue"
     primary.step(TimerFired("view-change"))
     assert primary.queue == {}
+
+
+def test_a_backup_relays_the_new_view_over_its_own_authenticated_channel() -> None:
+    """Every NEW-VIEW from the new primary (replica 1) to replica 3 is lost; replica 2's
+    copy, signed by replica 1, reaches replica 3 on replica 2's authenticated connection
+    and counts. Until the channel rule admitted relayed signed messages this was
+    channel-mismatch, so in the runtime (every connection authenticated) only the new
+    primary itself could resend a NEW-VIEW."""
+    cluster = make_cluster(f=1, clients=1, seed=291)
+    network = cluster.network
+    assert network.channels
+
+    def lose_new_view_to_3(source, destination, message):  # type: ignore[no-untyped-def]
+        return not (destination == ("replica", 3) and type(message.message).__name__ == "NewView")
+
+    network.intercept = lose_new_view_to_3
+    network.crash(("replica", 0))
+    submit_puts(cluster, per_client=1)
+    network.run_until(lambda: cluster.replicas[2].last_new_view is not None, 10_000)
+    stranded = cluster.replicas[3]
+    assert stranded.view == 1 and not stranded.view_active
+    relayed = encode_signed(cluster.replicas[2].last_new_view)
+    network._step(("replica", 3), Receive(relayed, channel=("replica", 2)))
+    assert stranded.view == 1 and stranded.view_active
+    assert stranded.counters.accepted["NEW-VIEW"] == 1
+    assert stranded.counters.dropped_for("channel-mismatch") == 0

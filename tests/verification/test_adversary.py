@@ -48,7 +48,8 @@ def test_the_explorer_draws_channels_and_adaptive_batching_apart_from_the_schedu
         schedule = _draw_schedule(seed, None)
         assert schedule.params == SIM_PARAMS
         assert draw_plan(seed) == attrs.evolve(schedule, params=draw_params(seed))
-    # With channels on, a traitor's relayed REPLYs meet the channel check.
+    # With channels on, a Byzantine client's messages in another client's name meet the
+    # channel check (a replica's channel may relay signed messages of others).
     reached = any(
         "channel-mismatch" in simulate(draw_plan(seed), seed).drop_reasons for seed in channels[:12]
     )
