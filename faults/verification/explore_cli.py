@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
     parser.add_argument("--start", type=int, default=0, help="the first seed")
     parser.add_argument("--f", type=int, choices=(1, 2), help="fix f (default: 60%% n=4, 40%% n=7)")
-    parser.add_argument("--jobs", type=int, default=1, help="processes to run seeds in")
+    cores = max(1, os.cpu_count() or 1)
+    parser.add_argument("--jobs", type=int, default=cores,
+                        help=f"processes to run seeds in (default: one per core, {cores} here; "
+                        "results do not depend on it)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("--replay", type=int, metavar="SEED", help="rerun one seed exactly")
     parser.add_argument("--trace", type=Path, metavar="FILE", help="with --replay: event trace")
