@@ -119,6 +119,8 @@ class Window:
     timeouts: int = 0
     #: Operations that were reads (answered without ordering when fast reads are on).
     reads: int = 0
+    #: Messages the clients accepted over the whole run, by type (REPLY, REPLY-DIGEST).
+    replies: dict[str, int] = attrs.Factory(dict)
     #: (seconds into the window, largest replica's resident MB), about 60 samples.
     rss_mb: list[tuple[float, float]] = attrs.Factory(list)
 
@@ -202,6 +204,8 @@ def run_bench(
         "replica_rss_mb": rss,
         #: [seconds, MB]: the largest replica's resident memory through the window.
         "rss_mb_timeline": [list(sample) for sample in window.rss_mb],
+        #: Replies the clients accepted over the whole run (warm-up included), by type.
+        "client_accepted": dict(sorted(window.replies.items())),
         "calibration_us": costs.as_us(),
         "cores": cores(),
     }
@@ -268,6 +272,9 @@ async def _drive(
         client_cpu = time.process_time() - client_before
         cpu_after = [process_cpu_seconds(pid) or 0.0 for pid in pids]
         batches = _executed(cluster) - executed_before
+        for client in remote:
+            for kind, count in client.core.counters.accepted.items():
+                window.replies[kind] = window.replies.get(kind, 0) + count
         nursery.cancel_scope.cancel()
     replica_cpu = sum(after - before for before, after in zip(cpu_before, cpu_after, strict=True))
     return window, elapsed, replica_cpu, client_cpu, batches

@@ -52,6 +52,21 @@ def test_bench_with_fast_reads_answers_reads_unordered() -> None:
     assert 0.5 <= report["batch_mean"] <= 2
 
 
+def test_bench_with_digest_replies_completes_reads_of_long_values() -> None:
+    """Real processes: only the designated replier sends each 500-byte result."""
+    result = pbft("bench", "--json", "--clients", "2", "--duration", "2", "--warmup", "0.5",
+                  "--reads", "0.5", "--value-bytes", "500",
+                  "--protocol", "digest_replies=1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["protocol"] == {"digest_replies": 1} and report["value_bytes"] == 500
+    assert report["operations"] > 0 and report["timeouts"] == 0
+    # Per request one full REPLY from the designated replier, digests from the others
+    # (the first f+1 to arrive complete it, so some of either are never read).
+    accepted = report["client_accepted"]
+    assert accepted["REPLY"] > 0 and accepted["REPLY-DIGEST"] > 0
+
+
 def test_bench_refuses_a_bad_option_in_one_line() -> None:
     for args, message in (
         (("--clients", "0"), "--clients must be at least 1"),
