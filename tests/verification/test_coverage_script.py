@@ -26,6 +26,7 @@ MODULES = [
     "pbft/client.py",
     "pbft/encoding.py",
     "pbft/replica.py",
+    "pbft/replica_catch_up.py",
     "pbft/replica_checkpoints.py",
     "pbft/replica_gate.py",
     "pbft/replica_recovery.py",
