@@ -170,8 +170,7 @@ class Client:
             )
         self.timestamp = timestamp
         self.outstanding = request
-        self._replies = {}
-        self._results = {}
+        self._forget_replies()
         self._attempt = 0
         to = self._everyone if fast else (self.config.primary(self.view),)
         return [SendToReplicas(to, request), SetTimer(RETRANSMIT_TIMER, self.first_timeout_ticks())]
@@ -214,8 +213,7 @@ class Client:
         abandoned request can execute at most once and never be confused with it.
         """
         self.outstanding = None
-        self._replies = {}
-        self._results = {}
+        self._forget_replies()
         return [CancelTimer(RETRANSMIT_TIMER)]
 
     def _retransmit(self, name: str) -> list[Effect]:
@@ -224,23 +222,28 @@ class Client:
         self._attempt += 1
         if type(self.outstanding.message) is Read:
             return self._order_read()
-        return [
-            SendToReplicas(self._everyone, self.outstanding),
-            SetTimer(RETRANSMIT_TIMER, self.retransmit_delay_ticks(self._attempt)),
-        ]
+        return self._send_to_everyone()
 
     def _order_read(self) -> list[Effect]:
         """Fall back from a READ to an ordered REQUEST with the same timestamp."""
         assert self.outstanding is not None
         read = self.outstanding.message
         self.outstanding = self.auth.sign(Request(self.id, read.timestamp, read.operation))
-        self._replies = {}
-        self._results = {}
+        self._forget_replies()
         self.read_fallbacks += 1
+        return self._send_to_everyone()
+
+    def _send_to_everyone(self) -> list[Effect]:
+        """The outstanding request to every replica, and the next retransmission's timer."""
+        assert self.outstanding is not None
         return [
             SendToReplicas(self._everyone, self.outstanding),
             SetTimer(RETRANSMIT_TIMER, self.retransmit_delay_ticks(self._attempt)),
         ]
+
+    def _forget_replies(self) -> None:
+        self._replies = {}
+        self._results = {}
 
     def _receive(self, event: Receive) -> list[Effect]:
         # Every check that needs no signature first: late and duplicate replies are
@@ -282,8 +285,7 @@ class Client:
         # the result, and for a view at least as high as the (f+1)-th highest.
         self.view = max(self.view, agreeing[self.config.f])
         self.outstanding = None
-        self._replies = {}
-        self._results = {}
+        self._forget_replies()
         return [
             CancelTimer(RETRANSMIT_TIMER),
             Completed(reply.timestamp, outstanding.message.operation, result),

@@ -91,6 +91,15 @@ def decode_operation(operation: bytes) -> tuple[str, list[Any]]:
 _ARITY = {"get": 1, "put": 2, "delete": 1, "cas": 3}
 
 
+def is_read_only(operation: bytes) -> bool:
+    """``get`` only (a malformed operation is not: it goes the ordered way)."""
+    try:
+        name, _ = decode_operation(operation)
+    except ValueError:
+        return False
+    return name == "get"
+
+
 def decode_result(result: bytes) -> Any:
     """The value a KeyValueStore result stands for.
 
@@ -134,12 +143,7 @@ class KeyValueStore:
         return msgpack.packb(True)
 
     def is_read_only(self, operation: bytes) -> bool:
-        """``get`` only (a malformed operation is not: it goes the ordered way)."""
-        try:
-            name, _ = decode_operation(operation)
-        except ValueError:
-            return False
-        return name == "get"
+        return is_read_only(operation)
 
     def snapshot(self) -> bytes:
         return msgpack.packb(sorted(self.data.items()))

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from pbft import service as kv
 from pbft.client import Client
 from pbft.config import ClusterConfig, ProtocolParams
 from pbft.crypto import ED25519, KEYED_HASH, Ed25519Signer, KeyedHashSigner, Signer
@@ -50,7 +51,6 @@ from pbft.events import (
 )
 from pbft.messages import Signed
 from pbft.replica import Replica
-from pbft.service import KeyValueStore
 
 #: A node's address: ("replica", id) or ("client", id).
 Address = tuple[str, int]
@@ -374,14 +374,12 @@ class SharedDecoder:
     def __init__(self, max_bytes: int = 4 << 20) -> None:
         self.max_bytes = max_bytes
         self.held_bytes = 0
-        self.hits = 0
         self._memo: dict[tuple[bytes, int], Signed[Any]] = {}
 
     def __call__(self, data: bytes, max_bytes: int) -> Signed[Any]:
         key = (data, max_bytes)
         signed = self._memo.get(key)
         if signed is not None:
-            self.hits += 1
             return signed
         signed = decode_signed(data, max_bytes)
         if self.held_bytes + len(data) > self.max_bytes:
@@ -476,7 +474,7 @@ def make_cluster(
             retransmit_timeout_ticks,
             signed_replies=bool(params.signed_replies),
             decoder=decoder,
-            read_only=KeyValueStore().is_read_only if params.fast_reads else None,
+            read_only=kv.is_read_only if params.fast_reads else None,
         )
         for c in range(clients)
     }

@@ -73,10 +73,7 @@ class ByzantineClient:
         return [out for effect in self.client.step(event) for out in self._rewrite(effect)]
 
     def _rewrite(self, effect: Effect) -> list[Effect]:
-        if type(effect) is not SendToReplicas or type(effect.message.message) not in (
-            Request,
-            Read,
-        ):
+        if type(effect) is not SendToReplicas or type(effect.message.message) not in _REWRITTEN:
             return [effect]
         mode = self.mode
         if mode == "byzantine":

@@ -89,9 +89,9 @@ DIGEST_REPLIES_SHARE = 0.25
 
 def draw_params(seed: int) -> ProtocolParams:
     """The protocol settings of one seed: :data:`SIM_PARAMS`, with the runtime's
-    adaptive batching, channels, fast reads and digest replies each in a share of the seeds. Each is
-    drawn from a stream of its own, so every seed keeps its fault schedule whatever
-    they draw."""
+    adaptive batching, channels, fast reads and digest replies each in a share of
+    the seeds. Each is drawn from a stream of its own, so every seed keeps its fault
+    schedule whatever they draw."""
     params = SIM_PARAMS
     if random.Random(f"batching:{seed}").random() < ADAPTIVE_BATCHING_SHARE:
         params = attrs.evolve(params, partial_batches_in_flight=1)

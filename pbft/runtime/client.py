@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from pbft import service as kv
 from pbft.client import Client
 from pbft.config import ConfigError
 from pbft.crypto import ED25519, Signer
@@ -38,7 +39,6 @@ from pbft.runtime.limits import max_frame_bytes
 from pbft.runtime.links import Backoff
 from pbft.runtime.queues import FrameQueue
 from pbft.runtime.timers import Timers
-from pbft.service import KeyValueStore
 
 TICK_SECONDS = 0.001
 DEFAULT_RETRANSMIT_TICKS = 1000
@@ -148,7 +148,7 @@ class RemoteClient:
             max_message_bytes=files.params.max_message_bytes,
             max_request_bytes=files.params.max_request_bytes,
             signed_replies=bool(files.params.signed_replies),
-            read_only=KeyValueStore().is_read_only if files.params.fast_reads else None,
+            read_only=kv.is_read_only if files.params.fast_reads else None,
             max_retransmit_timeout_ticks=(
                 None
                 if max_retransmit_ticks is None

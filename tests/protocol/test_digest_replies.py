@@ -8,14 +8,18 @@ from pbft.config import ProtocolParams
 from pbft.encoding import encode_message, encode_signed
 from pbft.events import Completed, Invoke, Receive, SendToClient
 from pbft.messages import Reply, ReplyDigest, Signed, designated_replier, result_digest
-from pbft.simnet import SimCluster, make_cluster
+from pbft.simnet import make_cluster
 from tests.conftest import assert_agreement, completed_all
 
 DIGESTS = ProtocolParams(digest_replies=1)
 
 
-def _client(cluster: SimCluster) -> Client:
-    return Client(0, cluster.config, cluster.client_signers[0])
+def _client_with_a_put_outstanding(seed: int) -> tuple[Client, int]:
+    """A lone client core (f = 1) that has sent one put; and that put's timestamp."""
+    cluster = make_cluster(f=1, clients=1, seed=seed)
+    client = Client(0, cluster.config, cluster.client_signers[0])
+    client.step(Invoke(kv.put("k", "v")))
+    return client, client.timestamp
 
 
 def _unsigned(message: Reply | ReplyDigest) -> bytes:
@@ -54,10 +58,7 @@ def test_only_the_designated_replier_sends_the_result() -> None:
 
 
 def test_digests_alone_do_not_complete_a_request_and_a_wrong_full_result_never_does() -> None:
-    cluster = make_cluster(f=1, clients=1, seed=721)
-    client = _client(cluster)
-    client.step(Invoke(kv.put("k", "v")))
-    t = client.timestamp
+    client, t = _client_with_a_put_outstanding(721)
     good = b"\xc3"
     for sender in (1, 2, 3):  # 2f+1 digests, but no full result yet
         assert not _completed(_receive(client, ReplyDigest(0, t, 0, sender, result_digest(good))))
@@ -67,10 +68,7 @@ def test_digests_alone_do_not_complete_a_request_and_a_wrong_full_result_never_d
 
 
 def test_digests_and_one_matching_full_reply_complete_the_request() -> None:
-    cluster = make_cluster(f=1, clients=1, seed=722)
-    client = _client(cluster)
-    client.step(Invoke(kv.put("k", "v")))
-    t = client.timestamp
+    client, t = _client_with_a_put_outstanding(722)
     result = b"\xc3"
     assert not _completed(_receive(client, ReplyDigest(0, t, 0, 1, result_digest(result))))
     (done,) = _completed(_receive(client, Reply(0, t, 0, 2, result)))

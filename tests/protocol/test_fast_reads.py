@@ -15,7 +15,6 @@ from pbft.config import ProtocolParams
 from pbft.encoding import encode_message, encode_signed
 from pbft.events import Completed, Invoke, Receive, SendToClient, SendToReplicas, TimerFired
 from pbft.messages import PrePrepare, Read, Reply, Request, Signed
-from pbft.service import KeyValueStore
 from pbft.simnet import SimCluster, make_cluster
 from tests.conftest import assert_agreement, completed_all
 
@@ -23,9 +22,7 @@ FAST = ProtocolParams(fast_reads=1)
 
 
 def _fast_client(cluster: SimCluster) -> Client:
-    return Client(
-        0, cluster.config, cluster.client_signers[0], read_only=KeyValueStore().is_read_only
-    )
+    return Client(0, cluster.config, cluster.client_signers[0], read_only=kv.is_read_only)
 
 
 def _reply(cluster: SimCluster, sender: int, timestamp: int, result: bytes) -> bytes:
@@ -185,7 +182,7 @@ def test_with_every_message_signed_a_read_needs_its_signature_on_any_channel() -
         cluster.config,
         cluster.client_signers[0],
         signed_replies=True,
-        read_only=KeyValueStore().is_read_only,
+        read_only=kv.is_read_only,
     )
     sent = client.step(Invoke(kv.get("k")))[0]
     assert type(sent.message.message) is Read and len(sent.message.signature) == 64
