@@ -129,6 +129,18 @@ class ProtocolParams:
     future_buffer_bytes: int = 8 * 1024 * 1024
     #: Signature checks remembered (32 bytes each); the cache empties when full.
     verified_cache_entries: int = 8192
+    #: Admission control (runtime only, :mod:`pbft.runtime.admission`): a replica stops
+    #: reading its client connections while its core holds this many requests received
+    #: and not yet executed (``Replica.requests_waiting``), and resumes below it; requests
+    #: wait in the socket buffers, never dropped. The default, two pipelines' worth
+    #: (2 x ``batch_size`` x ``max_inflight_batches``, 128), keeps the batches in flight
+    #: full plus as many queued behind them, so the bound costs no throughput; a bound at
+    #: least the number of clients never triggers. The core never reads it.
+    admission_requests: int = attrs.field(
+        default=attrs.Factory(
+            lambda params: 2 * params.batch_size * params.max_inflight_batches, takes_self=True
+        )
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.checkpoint_interval < 1:
@@ -156,6 +168,11 @@ class ProtocolParams:
             raise ConfigError("max_request_bytes must be at least 128")
         if self.max_message_bytes < 1024:
             raise ConfigError("max_message_bytes must be at least 1024")
+        if self.admission_requests < 1:
+            raise ConfigError(
+                "admission_requests must be at least 1 (requests a replica holds before "
+                "it stops reading its clients)"
+            )
         for name in ("future_buffer_messages", "future_buffer_bytes", "verified_cache_entries"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be at least 0")

@@ -288,6 +288,15 @@ class Replica(
     def is_primary(self) -> bool:
         return self.view_active and self.primary == self.id
 
+    @property
+    def requests_waiting(self) -> int:
+        """Requests received and not yet executed (``pending``, one per client, §4.1).
+
+        Read-only, for the driver's admission control (:mod:`pbft.runtime.admission`):
+        at the primary those queued or in flight, at a backup those it relayed.
+        """
+        return len(self.pending)
+
     def _emit(self, effect: Effect) -> None:
         self._effects.append(effect)
 

@@ -166,6 +166,7 @@ def run_bench(
                 for replica, process in cluster.processes.items()
                 if process.popen is not None
             }
+            replicas = _replica_figures(cluster)
         finally:
             cluster.stop()
     window, elapsed, replica_cpu, client_cpu, batches = measured
@@ -206,6 +207,7 @@ def run_bench(
         "rss_mb_timeline": [list(sample) for sample in window.rss_mb],
         #: Replies the clients accepted over the whole run (warm-up included), by type.
         "client_accepted": dict(sorted(window.replies.items())),
+        **replicas,
         "calibration_us": costs.as_us(),
         "cores": cores(),
     }
@@ -280,6 +282,31 @@ async def _drive(
     return window, elapsed, replica_cpu, client_cpu, batches
 
 
+def _replica_figures(cluster: LocalCluster) -> dict[str, Any]:
+    """From the replicas' last status files, over the whole run (warm-up included).
+
+    ``requests_accepted``: REQUESTs each replica took; a backup takes one only when
+    a client retransmitted it to everyone, so theirs count retransmissions.
+    ``admission``: times client connections were held back and the most requests
+    a core held (``pbft.runtime.admission``); ``views``: the highest view reached.
+    """
+    statuses = {replica: status for replica, status in cluster.statuses().items() if status}
+    admission = [status.get("admission") or {} for status in statuses.values()]
+    return {
+        "requests_accepted": {
+            str(replica): status["counters"]["accepted"].get("REQUEST", 0)
+            for replica, status in sorted(statuses.items())
+        },
+        "admission": {
+            "holds": sum(figures.get("holds", 0) for figures in admission),
+            "peak_waiting": max(
+                (figures.get("peak_waiting", 0) for figures in admission), default=0
+            ),
+        },
+        "views": max((status["view"] for status in statuses.values()), default=0),
+    }
+
+
 def _sample_rss(window: Window, at: float, pids: list[int]) -> None:
     sizes = [size for pid in pids if (size := resident_mb(pid)) is not None]
     if sizes:
@@ -298,6 +325,18 @@ def _rss_line(timeline: list[list[float]]) -> list[str]:
     return [
         f"  resident     largest replica {sizes[0]} MB at the start, {sizes[-1]} MB at the "
         f"end, at most {max(sizes)} MB ({len(sizes)} samples)"
+    ]
+
+
+def _admission_line(report: dict[str, Any]) -> list[str]:
+    admission = report.get("admission")
+    if admission is None:
+        return []
+    requests = ", ".join(f"{r}: {n}" for r, n in report["requests_accepted"].items())
+    return [
+        f"  admission    client connections held back {admission['holds']} times, a core held "
+        f"at most {admission['peak_waiting']} requests; REQUESTs taken by replica {requests}; "
+        f"view {report['views']}"
     ]
 
 
@@ -320,6 +359,7 @@ def print_report(report: dict[str, Any], out: Any = sys.stdout) -> None:
         f"{report['cores']} cores; efficiency {report['efficiency']:.0%}",
         f"  CPU per op   replicas {cpu['replicas']} ms, clients {cpu['clients']} ms",
         *_rss_line(report.get("rss_mb_timeline") or []),
+        *_admission_line(report),
         "  calibration  " + ", ".join(f"{k} {v}" for k, v in report["calibration_us"].items()),
     ]
     print("\n".join(lines), file=out)

@@ -163,6 +163,7 @@ class PeerLink:
         connect: Connect = trio.open_tcp_stream,
         verifier: Verifier | None = None,
         connect_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS,
+        on_handshake_failure: Callable[[HandshakeError], None] | None = None,
     ) -> None:
         check_member(config, me, "me")
         check_member(config, peer, "peer")
@@ -178,6 +179,8 @@ class PeerLink:
         self._backoff = backoff or Backoff()
         self._connect = connect
         self._connect_timeout_seconds = connect_timeout_seconds
+        #: Told of every failed handshake (the node's metrics count them by reason).
+        self._on_handshake_failure = on_handshake_failure
         # By default room for two frames of the limit; a replica passes link_queue_bytes.
         self._queue = FrameQueue(queue_frames, queue_bytes or 2 * max_frame_bytes)
         self._connected = False
@@ -251,6 +254,8 @@ class PeerLink:
             )
         except HandshakeError as error:
             logger.debug("%r: handshake failed: %s", self, error)
+            if self._on_handshake_failure is not None:
+                self._on_handshake_failure(error)
             await trio.aclose_forcefully(framed)
             return None
         except BaseException:
@@ -303,12 +308,20 @@ async def serve_connection(
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     verifier: Verifier | None = None,
     on_frames: Callable[[Identity, list[bytes]], None] | None = None,
+    admit: Callable[[Identity], Awaitable[None]] | None = None,
+    on_handshake_failure: Callable[[HandshakeError], None] | None = None,
 ) -> None:
     """Serve one accepted connection: handshake, then hand every frame to ``on_frame``.
 
     Given ``on_frames``, frames are handed over in bursts instead: every frame
     that one read of the socket completed, in order
     (:meth:`~pbft.runtime.framing.FramedStream.receive_frames`).
+
+    Given ``admit``, each burst (or frame) is handed over only once
+    ``admit(identity)`` returns; meanwhile the connection is not read, so the
+    peer's further frames wait in the socket buffers (backpressure, never a
+    drop: :mod:`pbft.runtime.admission`). ``on_handshake_failure`` is told of
+    a handshake that failed (the node's metrics count them by reason).
 
     Returns when the connection ends, for whatever reason the peer or the
     network caused; the stream is always closed. Errors raised by the
@@ -323,12 +336,20 @@ async def serve_connection(
             on_connect(dialer, framed)
         if on_frames is not None:
             while True:
-                on_frames(dialer, await framed.receive_frames())
+                frames = await framed.receive_frames()
+                if admit is not None:
+                    await admit(dialer)
+                on_frames(dialer, frames)
         while True:
-            on_frame(dialer, await framed.receive_frame())
+            frame = await framed.receive_frame()
+            if admit is not None:
+                await admit(dialer)
+            on_frame(dialer, frame)
     except (HandshakeError, *_CONNECTION_ERRORS) as error:
         peer = "an unauthenticated peer" if dialer is None else format_identity(dialer)
         logger.debug("%s: dropping the connection of %s: %s", format_identity(me), peer, error)
+        if dialer is None and isinstance(error, HandshakeError) and on_handshake_failure:
+            on_handshake_failure(error)
     finally:
         try:
             await trio.aclose_forcefully(framed)
