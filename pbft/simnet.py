@@ -96,6 +96,12 @@ class Operation:
 #: intercept(source, destination, message) -> deliver? Called once per copy sent;
 #: ``message`` is None for raw bytes (SendBytes).
 Intercept = Callable[[Address, Address, Signed[Any] | None], bool]
+#: on_transmit(source, destination, frame, arrivals): the network decided the fate of one
+#: frame sent source -> destination; ``arrivals`` are the ticks from now at which its copies
+#: will arrive (empty: dropped, two entries: duplicated).
+OnTransmit = Callable[[Address, Address, bytes, list[int]], None]
+#: on_deliver(source, destination, frame): the frame is handed to ``destination`` now.
+OnDeliver = Callable[[Address, Address, bytes], None]
 
 
 class Network:
@@ -123,6 +129,9 @@ class Network:
         self.twin_route: Callable[[int, Address, int], str] | None = None
         #: Called with each node's effects before they are carried out (journals, traces).
         self.on_step: Callable[[Address, list[Effect]], None] | None = None
+        #: Told of each frame's fate and of each delivery (a trace); observers only.
+        self.on_transmit: OnTransmit | None = None
+        self.on_deliver: OnDeliver | None = None
         self.executed: dict[int, list[Executed]] = {}
         self.operations: list[Operation] = []
         self.notices: list[tuple[int, Address, Any]] = []
@@ -216,9 +225,11 @@ class Network:
             if address in self.crashed:
                 continue
             if kind == _DELIVERY:
-                channel, data = payload
+                channel, data, source = payload
                 self._trace.update(b"d%d|%s%d|" % (time, address[0].encode(), address[1]))
                 self._trace.update(data)
+                if self.on_deliver is not None:
+                    self.on_deliver(source, address, data)
                 self._step(address, Receive(data, channel=channel))
             else:
                 name, generation = payload
@@ -316,17 +327,27 @@ class Network:
         if destination not in self.nodes:
             return
         self.messages_sent += 1
-        if self._cut(source) or self._cut(destination):
-            return
-        if self.intercept is not None and not self.intercept(source, destination, message):
+        if (
+            self._cut(source)
+            or self._cut(destination)
+            or (self.intercept is not None and not self.intercept(source, destination, message))
+        ):
+            if self.on_transmit is not None:
+                self.on_transmit(source, destination, data, [])
             return
         # The channel: who the receiver knows sent it (an authenticated connection
-        # in the runtime); a twin holds replica k's identity and keys.
-        delivery = (_channel(source) if self.channels else None, data)
+        # in the runtime); a twin holds replica k's identity and keys. The source
+        # travels along for on_deliver only: the receiver never sees it.
+        delivery = (_channel(source) if self.channels else None, data, source)
         if self.fault_model is not None and {source[0], destination[0]} <= {"replica", "twin"}:
             # The model's delays come on top of the usual one tick in flight.
-            for delay in self.fault_model.decide(self.now, source[1], destination[1]):
-                self._push(self.now + 1 + delay, _DELIVERY, destination, delivery)
+            arrivals = [
+                1 + delay for delay in self.fault_model.decide(self.now, source[1], destination[1])
+            ]
+            for arrival in arrivals:
+                self._push(self.now + arrival, _DELIVERY, destination, delivery)
+            if self.on_transmit is not None:
+                self.on_transmit(source, destination, data, arrivals)
             return
         faults = self.faults
         rng = self.rng
@@ -335,11 +356,15 @@ class Network:
             copies = 0
         elif faults.duplicate and rng.random() < faults.duplicate:
             copies = 2
+        arrivals = []
         for _ in range(copies):
             delay = faults.min_delay_ticks
             if faults.max_delay_ticks > faults.min_delay_ticks:
                 delay = rng.randint(faults.min_delay_ticks, faults.max_delay_ticks)
             self._push(self.now + delay, _DELIVERY, destination, delivery)
+            arrivals.append(delay)
+        if self.on_transmit is not None:
+            self.on_transmit(source, destination, data, arrivals)
 
     def _cut(self, address: Address) -> bool:
         return address[0] == "replica" and address[1] in self.isolated

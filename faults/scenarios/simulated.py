@@ -11,13 +11,17 @@ seed always gives the same report.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from faults.scenarios import workload as planning
 from faults.scenarios.document import Scenario
 from faults.scenarios.report import Report, build_report
 from faults.verification.checkers import check_run
+from faults.verification.explore import describe_plan
 from faults.verification.sim import SimPlan, TraitorPlan, simulate
+from faults.verification.sim_trace import sim_header
+from faults.verification.trace_files import check_trace_path, close_trace, open_trace
 from pbft.config import ProtocolParams
 
 
@@ -50,12 +54,20 @@ def scenario_plan(scenario: Scenario, seed: int) -> SimPlan:
     )
 
 
-def run_scenario_sim(scenario: Scenario, seed: int | None = None) -> Report:
-    """Run ``scenario`` in the simulator; the report also lists the checkers' violations."""
+def run_scenario_sim(
+    scenario: Scenario, seed: int | None = None, trace_path: Path | None = None
+) -> Report:
+    """Run ``scenario`` in the simulator; the report also lists the checkers' violations.
+    ``trace_path``: write the run's trace there (docs/trace.md; a picture if it ends .html)."""
     seed = scenario.seed if seed is None else seed
     plan = scenario_plan(scenario, seed)
+    trace = None
+    if trace_path is not None:
+        check_trace_path(trace_path)
+        description = {"scenario": scenario.name, "file": str(scenario.source)}
+        trace = open_trace(trace_path, sim_header(plan, seed, description | describe_plan(plan)))
     started = time.perf_counter()
-    outcome = simulate(plan, seed, max_ms=int(scenario.duration_limit_s * 1000))
+    outcome = simulate(plan, seed, trace, max_ms=int(scenario.duration_limit_s * 1000))
     behaviours: dict[int, list[str]] = {}
     for traitor in scenario.traitors:
         behaviours.setdefault(traitor.replica, []).append(traitor.describe())
@@ -70,12 +82,15 @@ def run_scenario_sim(scenario: Scenario, seed: int | None = None) -> Report:
         outcome.views_seen,
         outcome.evidence,
         time.perf_counter() - started,
+        mode="simulated",
     )
-    report["mode"] = "simulated"
     report["simulated_ms"] = outcome.sim_ms
     report["trace_hash"] = outcome.trace_hash
-    report["violations"] = [
-        violation.as_dict() for violation in check_run(replicas, outcome.operations)
-    ]
+    violations = check_run(replicas, outcome.operations)
+    report["violations"] = [violation.as_dict() for violation in violations]
+    if trace is not None and trace_path is not None:
+        for violation in violations:
+            trace.violation(violation.checker, violation.detail)
+        report["trace"] = close_trace(trace, trace_path, f"scenario {scenario.name}")
     report["replay"] = f"pbft scenario run {scenario.source} --sim --seed {seed}"
     return report

@@ -19,6 +19,12 @@ So the honest code in :mod:`pbft` has no traitor branches (the TLA+ habit of a
 separate ``InjectMessage`` action), and behaviours combine: several
 behaviours on one replica apply in order.
 
+A driver that traces a run sets :attr:`Traitor.on_forged`: it is then told of
+every send that leaves the traitor and that a behaviour made up (a rewritten,
+forged, replayed or added message, or junk bytes) with the behaviour's name,
+so the trace can mark that frame. Honest sends passed through unchanged (even
+to fewer replicas, or later) are not reported.
+
 A :class:`Trigger` says when and to what a behaviour applies: from/until a
 sequence number, a view, a time in milliseconds since the run started, for
 chosen message types, and which target replicas it treats differently.
@@ -35,7 +41,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from pbft.events import Effect, Event, SendToClient, SendToReplicas, TimerFired
+from pbft.events import Effect, Event, SendBytes, SendToClient, SendToReplicas, TimerFired
 from pbft.journal import MemoryJournal
 from pbft.messages import Signed
 from pbft.replica import Replica
@@ -190,6 +196,8 @@ class Traitor:
         #: Every faulty principal's key this traitor may sign with (a
         #: :class:`faults.traitors.forgery.Keyring`); None: its own key only.
         self.keyring: Any = None
+        #: Told (behaviour name, effect) of each send a behaviour made up; None: no one.
+        self.on_forged: Callable[[str, Effect], None] | None = None
 
     # The honest replica's state, read through: view, last_executed, counters, ...
     def __getattr__(self, name: str) -> Any:
@@ -220,6 +228,10 @@ class Traitor:
             effects = self.transform(self.replica.step(event))
         for behaviour in self.behaviours:
             if behaviour.wake:
+                if self.on_forged is not None:
+                    for effect in behaviour.wake:
+                        if type(effect) in _SENDS:
+                            self.on_forged(behaviour.name, effect)
                 effects += behaviour.wake
                 behaviour.wake = []
         return effects
@@ -229,6 +241,45 @@ class Traitor:
         for effect in effects:
             if type(effect) is SendToReplicas:
                 self.sent.append((effect.replicas, effect.message))
+        if self.on_forged is None:
+            for behaviour in self.behaviours:
+                effects = [out for effect in effects for out in behaviour.outgoing(self, effect)]
+            return effects
+        return self._transform_reporting(effects, self.on_forged)
+
+    def _transform_reporting(
+        self, effects: list[Effect], report: Callable[[str, Effect], None]
+    ) -> list[Effect]:
+        """:meth:`transform`, reporting the made-up sends that survive every behaviour."""
+        # id of a made-up effect -> (the behaviour that made it, the effect): holding the
+        # effect keeps its id from being reused by another one within this step.
+        made_by: dict[int, tuple[str, Effect]] = {}
         for behaviour in self.behaviours:
-            effects = [out for effect in effects for out in behaviour.outgoing(self, effect)]
+            rewritten: list[Effect] = []
+            for effect in effects:
+                for out in behaviour.outgoing(self, effect):
+                    if out is not effect and _made_up(out, effect):
+                        made_by[id(out)] = (behaviour.name, out)
+                    elif id(effect) in made_by:
+                        made_by[id(out)] = (made_by[id(effect)][0], out)
+                    rewritten.append(out)
+            effects = rewritten
+        for effect in effects:
+            entry = made_by.get(id(effect))
+            if entry is not None and entry[1] is effect:
+                report(entry[0], effect)
         return effects
+
+
+_SENDS = (SendToReplicas, SendToClient, SendBytes)
+
+
+def _made_up(out: Effect, original: Effect) -> bool:
+    """Is ``out`` a send that carries something other than ``original`` carried?"""
+    if type(out) is SendBytes:
+        return True
+    if type(out) not in _SENDS:
+        return False
+    return type(original) not in (SendToReplicas, SendToClient) or (
+        out.message is not original.message  # type: ignore[union-attr]
+    )

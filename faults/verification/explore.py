@@ -39,6 +39,7 @@ from faults.verification.sim import (
     random_workload,
     simulate,
 )
+from faults.verification.sim_trace import SimTrace
 
 
 @attrs.frozen
@@ -57,7 +58,7 @@ class SeedResult:
     drop_reasons: frozenset[str] = frozenset()
 
 
-def run_plan(plan: SimPlan, seed: int, trace: Callable[[str], None] | None = None) -> SeedResult:
+def run_plan(plan: SimPlan, seed: int, trace: SimTrace | None = None) -> SeedResult:
     started = time.perf_counter()
     outcome = simulate(plan, seed, trace)
     violations = check_run(
@@ -129,7 +130,13 @@ def explore(
 def summarize(results: list[SeedResult], elapsed: float, f: int | None) -> dict[str, Any]:
     runs = len(results)
     violations = [
-        {**violation.as_dict(), "seed": result.seed, "replay": replay_command(result.seed, f)}
+        {
+            **violation.as_dict(),
+            "seed": result.seed,
+            "replay": replay_command(result.seed, f),
+            # The same replay, drawing the run with the conflicting executions marked.
+            "picture": f"{replay_command(result.seed, f)} --trace violation-{result.seed}.html",
+        }
         for result in results
         for violation in result.violations
     ]

@@ -18,6 +18,8 @@ from faults.verification.explore import (
     run_plan,
     shrink,
 )
+from faults.verification.sim_trace import sim_header
+from faults.verification.trace_files import check_trace_path, close_trace, open_trace
 
 
 def add_parser(commands: Any) -> None:
@@ -38,13 +40,17 @@ def add_parser(commands: Any) -> None:
                         "results do not depend on it)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("--replay", type=int, metavar="SEED", help="rerun one seed exactly")
-    parser.add_argument("--trace", type=Path, metavar="FILE", help="with --replay: event trace")
+    parser.add_argument("--trace", type=Path, metavar="FILE",
+                        help="with --replay: write the run's trace (docs/trace.md) to FILE, "
+                        "or its picture when FILE ends in .html")  # fmt: skip
     parser.add_argument("--no-shrink", action="store_true", help="do not shrink violations")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.replay is not None:
         return _replay(args)
+    if args.trace is not None:
+        raise ValueError("--trace needs --replay SEED: a trace is of one run")
     if args.seeds < 1 or args.jobs < 1:
         raise ValueError("--seeds and --jobs must be at least 1")
     done = [0]
@@ -101,17 +107,23 @@ def _print(summary: dict[str, Any]) -> None:
     print(f"violations: {len(summary['violations'])} ({kinds})")
     for violation in summary["violations"]:
         print(f"- seed {violation['seed']}: {violation['checker']}: {violation['detail']}")
-        print(f"  replay: {violation['replay']} --trace trace.txt")
+        print(f"  replay: {violation['picture']}")
         if "shrunk" in violation:
             print(f"  smallest failing schedule: {json.dumps(violation['shrunk'])}")
 
 
 def _replay(args: argparse.Namespace) -> int:
     plan = draw_plan(args.replay, args.f)
-    lines: list[str] = []
-    result = run_plan(plan, args.replay, lines.append if args.trace else None)
-    if args.trace:
-        args.trace.write_text("\n".join(lines) + "\n")
+    trace = None
+    if args.trace is not None:
+        check_trace_path(args.trace)
+        trace = open_trace(args.trace, sim_header(plan, args.replay, describe_plan(plan)))
+    result = run_plan(plan, args.replay, trace)
+    written = ""
+    if trace is not None:
+        for violation in result.violations:
+            trace.violation(violation.checker, violation.detail)
+        written = close_trace(trace, args.trace, f"pbft explore --replay {args.replay}")
     report = {
         "seed": result.seed,
         "trace_hash": result.trace_hash,
@@ -129,6 +141,6 @@ def _replay(args: argparse.Namespace) -> int:
         )
         for violation in result.violations:
             print(f"- {violation.checker}: {violation.detail}")
-        if args.trace:
-            print(f"event trace written to {args.trace} ({len(lines)} lines)")
+        if written:
+            print(written)
     return 1 if result.violations else 0

@@ -2,15 +2,16 @@
 
 Each hook chains onto :attr:`pbft.simnet.Network.on_step` (called with a
 node's effects before they are carried out) and calls the previous hook, so
-they combine in any order.
+they combine in any order. The trace (:mod:`faults.verification.sim_trace`)
+also listens to the network's deliveries and the traitors' forgeries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from faults.verification.invariants import StepInvariants
+from faults.verification.sim_trace import SimTrace
 from pbft.events import Dropped
 from pbft.journal import MemoryJournal
 from pbft.replica import Replica
@@ -53,28 +54,8 @@ def install_invariants(
     cluster.network.on_step = check
 
 
-def install_trace(cluster: SimCluster, trace: Callable[[str], None]) -> None:
-    previous = cluster.network.on_step
-    network = cluster.network
-
-    def record(address: Address, effects: list[Any]) -> None:
-        for effect in effects:
-            trace(f"{network.now} {address[0]}-{address[1]} {_describe(effect)}")
-        if previous is not None:
-            previous(address, effects)
-
-    network.on_step = record
-
-
-def _describe(effect: Any) -> str:
-    message = getattr(effect, "message", None)
-    if message is not None and hasattr(message, "message"):
-        inner = message.message
-        fields = [
-            f"{k}={v}"
-            for k in ("view", "new_view", "seq")
-            if (v := getattr(inner, k, None)) is not None
-        ]
-        to = getattr(effect, "replicas", None) or getattr(effect, "client", "")
-        return f"{type(effect).__name__} {inner.TYPE} {' '.join(fields)} to={to}"
-    return repr(effect)
+def install_trace(cluster: SimCluster, trace: SimTrace, faulty: set[int]) -> SimTrace:
+    """Write the run to ``trace`` (:mod:`faults.verification.sim_trace`): its hooks chain
+    like these and only watch. Install it last, once traitors and network faults are in."""
+    trace.install(cluster, faulty)
+    return trace

@@ -34,6 +34,7 @@ from faults.traitors.forgery import Keyring
 from faults.traitors.network import NetworkFaults
 from faults.verification.hooks import install_invariants, install_journals, install_trace
 from faults.verification.invariants import StepInvariants
+from faults.verification.sim_trace import SimTrace
 from faults.verification.timeline import (
     FaultLedger,
     Pacer,
@@ -159,6 +160,7 @@ class SimPlan:
 class SimOutcome:
     replicas: list[dict[str, Any]]
     operations: list[dict[str, Any]]
+    #: Every view an honest replica was in during the run (0 and each view it entered).
     views_seen: list[int]
     evidence: list[dict[str, Any]]
     coverage: dict[str, bool]
@@ -177,10 +179,10 @@ class SimOutcome:
 def simulate(
     plan: SimPlan,
     seed: int,
-    trace: Callable[[str], None] | None = None,
+    trace: SimTrace | None = None,
     max_ms: int | None = None,
 ) -> SimOutcome:
-    """Run ``plan`` deterministically from ``seed``; ``trace`` receives one line per event."""
+    """Run ``plan`` deterministically from ``seed``; ``trace`` writes the run's events."""
     cluster = make_cluster(
         f=plan.f, n=plan.n, clients=plan.clients, seed=seed, params=plan.params,
         scheme=KEYED_HASH, retransmit_timeout_ticks=plan.retransmit_ms,
@@ -206,8 +208,8 @@ def simulate(
         liars.append(liar)
         network.replace(("client", client), liar)
     if trace is not None:
-        install_trace(cluster, trace)
-    crashes = [_schedule_crash(cluster, crash, journals) for crash in plan.crashes]
+        install_trace(cluster, trace, plan.faulty)
+    crashes = [_schedule_crash(cluster, crash, journals, trace) for crash in plan.crashes]
     pacer = None
     if plan.workload_span_ms > 0:
         times = release_times(random.Random(seed * 31 + 7), plan.workload, plan.workload_span_ms)
@@ -337,7 +339,10 @@ def _install_twin(cluster: SimCluster, plan: SimPlan, seed: int) -> None:
 
 
 def _schedule_crash(
-    cluster: SimCluster, crash: CrashPlan, journals: dict[int, MemoryJournal]
+    cluster: SimCluster,
+    crash: CrashPlan,
+    journals: dict[int, MemoryJournal],
+    trace: SimTrace | None = None,
 ) -> dict[str, bool]:
     """Crash and restart through the network's own clock (a timer of a watcher node);
     the returned flags say whether each happened."""
@@ -350,7 +355,13 @@ def _schedule_crash(
             if event.name == "crash":
                 network.crash(address)
                 happened["crashed"] = True
+                if trace is not None:
+                    trace.fault(address, "crash", f"replica {crash.replica} crashed")
                 return []
+            if trace is not None:
+                trace.fault(
+                    address, "restart", f"replica {crash.replica} restarts from its journal"
+                )
             cluster.restart(crash.replica, journals[crash.replica])
             happened["restarted"] = True
             return []
@@ -374,10 +385,13 @@ def _outcome(cluster: SimCluster, plan: SimPlan, byzantine: set[int], now: int) 
     checkpoints: dict[int, list[dict[str, Any]]] = {r: [] for r in cluster.replicas}
     coverage = dict.fromkeys(COVERAGE_PATHS, False)
     evidence = []
+    # Every view an honest replica entered, as a real run's report counts them.
+    entered = {0}
     for _, address, notice in notices:
         kind = type(notice)
         honest = address[0] == "replica" and address[1] not in faulty
         if kind is NewViewEntered and honest:
+            entered.add(notice.view)
             coverage["view_change"] = True
             coverage["new_view_reissues_prepared"] |= notice.reissued > 0
             coverage["null_request"] |= notice.null_requests > 0
@@ -415,7 +429,7 @@ def _outcome(cluster: SimCluster, plan: SimPlan, byzantine: set[int], now: int) 
             }
         )
     operations = [operation_record(op, op.client in byzantine) for op in network.operations]
-    views = sorted({r["view"] for r in replicas if r["honest"]})
+    views = sorted(entered | {r["view"] for r in replicas if r["honest"]})
     trace_hash = hashlib.sha256(network.trace_hash.encode()).hexdigest()
     return SimOutcome(
         replicas, operations, views, evidence, coverage, trace_hash, now,

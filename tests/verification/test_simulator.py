@@ -3,10 +3,13 @@ CI exploration run with its coverage gates (the verification issue's CI requirem
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from faults.verification.checkers import check_agreement, check_liveness, check_validity
 from faults.verification.explore import (
@@ -18,21 +21,25 @@ from faults.verification.explore import (
     shrink,
 )
 from faults.verification.sim import COVERAGE_PATHS, simulate
+from faults.verification.sim_trace import SimTrace, sim_header
+from pbft.trace.format import TraceWriter
 
 #: Seeds in the CI run, and the share of runs each rare path must reach.
 CI_SEEDS = 2000
 COVERAGE_GATE = 0.05
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_a_byte_identical_trace() -> None:
     """20 seeds replayed twice: identical event traces, line for line."""
     for seed in range(20):
         plan = draw_plan(seed)
-        first: list[str] = []
-        second: list[str] = []
-        simulate(plan, seed, first.append)
-        simulate(plan, seed, second.append)
-        assert first == second, f"seed {seed} did not replay identically"
+        first, second = (
+            SimTrace(TraceWriter(io.StringIO(), sim_header(plan, seed, None))) for _ in range(2)
+        )
+        simulate(plan, seed, first)
+        simulate(plan, seed, second)
+        assert first.writer.stream.getvalue() == second.writer.stream.getvalue(), seed
         assert run_seed(seed).trace_hash == run_seed(seed).trace_hash
 
 
@@ -40,6 +47,7 @@ def test_different_seeds_give_different_runs() -> None:
     assert len({run_seed(seed).trace_hash for seed in range(10)}) == 10
 
 
+@pytest.mark.slow
 def test_ci_exploration_finds_no_violation_and_reaches_every_rare_path() -> None:
     """2,000 seeds, about 60% with n = 4 and 40% with n = 7, each with at least 20
     operations and a view change in at least half of them; every rare path reached in
