@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,15 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"pbft {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     init = commands.add_parser("init", help="write a cluster folder: cluster.toml and keys")
-    init.add_argument("directory", type=Path, metavar="DIR")
+    # A str, not a Path: Path("") is ".", and an empty DIR must be refused, not written to.
+    init.add_argument("directory", metavar="DIR")
     init.add_argument("--f", type=int, required=True, help="faults tolerated; n = 3f+1")
-    init.add_argument("--n", type=int, help="number of replicas (default 3f+1)")
-    init.add_argument("--host", default="127.0.0.1", help="address replicas listen on")
-    init.add_argument("--base-port", type=int, default=7000, help="replica i listens on P+i")
-    init.add_argument("--clients", type=int, default=1, help="client identities to create")
+    init.add_argument("--n", type=int, help="number of replicas (default: 3f+1)")
+    init.add_argument(
+        "--host", default="127.0.0.1", help="address replicas listen on (default: %(default)s)"
+    )
+    init.add_argument(
+        "--base-port", type=int, default=7000,
+        help="replica i listens on P+i (default: %(default)s)",
+    )  # fmt: skip
+    init.add_argument(
+        "--clients", type=int, default=1, help="client identities to create (default: %(default)s)"
+    )
     init.add_argument("--force", action="store_true", help="replace an existing cluster")
 
     replica = commands.add_parser("replica", help="run one replica of a cluster folder")
@@ -56,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="make this replica a traitor (repeatable; see docs/faults.md)",
     )
     _add_log_options(replica)
+    _add_metrics_options(replica, "serve Prometheus metrics on PORT (default: off)")
 
     cluster = commands.add_parser(
         "cluster", help="run every replica of a cluster here, with a live status table"
@@ -71,26 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--clients", type=int, default=4, help="for a throw-away cluster")
     cluster.add_argument("--log-json", action="store_true", help="replicas log JSON lines")
     _add_traitor_option(cluster)
+    _add_metrics_options(cluster, "serve Prometheus metrics, replica i on PORT+i (default: off)")
 
-    client = commands.add_parser("client", help="run one operation through a cluster")
-    client.add_argument("directory", type=Path, metavar="DIR")
-    # The options work before or after the operation (pbft client DIR get KEY --json).
-    _add_client_options(client, with_defaults=True)
-    operations = client.add_subparsers(dest="operation", required=True, metavar="OPERATION")
-    put = operations.add_parser("put", help="set KEY to VALUE")
-    put.add_argument("key")
-    put.add_argument("value")
-    get = operations.add_parser("get", help="read KEY")
-    get.add_argument("key")
-    delete = operations.add_parser("delete", help="remove KEY")
-    delete.add_argument("key")
-    cas = operations.add_parser("cas", help="set KEY to NEW if its value is EXPECTED")
-    cas.add_argument("key")
-    cas.add_argument("expected", help="expected value ('' with --absent)")
-    cas.add_argument("new")
-    cas.add_argument("--absent", action="store_true", help="expect the key to be absent")
-    for operation in (put, get, delete, cas):
-        _add_client_options(operation, with_defaults=False)
+    from pbft.cli_client import add_parser as add_client_parser
+
+    add_client_parser(commands)
 
     demo = commands.add_parser(
         "demo", help="throw-away cluster of 3f+1 processes, a workload, a safety verdict"
@@ -100,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=200, help="requests in total")
     demo.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument(
+        "--trace", type=Path, metavar="OUT.html",
+        help="trace the run: OUT.html (the picture) and OUT.jsonl (the merged trace) beside it; "
+        "a name not ending in .html gets the trace alone (see docs/trace.md)",
+    )  # fmt: skip
     _add_traitor_option(demo)
 
     from pbft.bench.cli import add_parser as add_bench_parser
@@ -120,32 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     from faults.verification.explore_cli import add_parser as add_explore_parser
 
     add_explore_parser(commands)
+    from pbft.trace.cli import add_parser as add_trace_parser
+
+    add_trace_parser(commands)
     return parser
-
-
-def _add_client_options(parser: argparse.ArgumentParser, with_defaults: bool) -> None:
-    """--client, --timeout, --json; on the operation's parser they must not reset values
-    given before the operation, so there they have no defaults."""
-
-    def default(value: Any) -> Any:
-        return value if with_defaults else argparse.SUPPRESS
-
-    parser.add_argument(
-        "--client",
-        type=int,
-        default=default(0),
-        dest="client_id",
-        help="which configured client identity to use",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=default(10.0),
-        help="seconds to wait for f+1 matching replies (2f+1 with fast_reads)",
-    )
-    parser.add_argument(
-        "--json", action="store_true", default=default(False), help="print one JSON object"
-    )
 
 
 def _add_traitor_option(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +147,27 @@ def _traitor_arguments(specs: list[str], n: int) -> dict[int, list[str]]:
     return by_replica
 
 
+def _add_metrics_options(parser: argparse.ArgumentParser, port_help: str) -> None:
+    parser.add_argument("--metrics-port", type=int, default=0, metavar="PORT", help=port_help)
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="address metrics are served on")
+
+
+def _metrics_server(host: str, port: int) -> Any:
+    """Bind ``pbft replica``'s metrics port now, so that a port in use is one clear line."""
+    from pbft.runtime.metrics import MetricsServer
+
+    if port == 0:
+        return None
+    if not 0 < port < 65536:
+        raise ConfigError(f"--metrics-port {port}: a port is 1..65535 (0: off)")
+    try:
+        return MetricsServer(host, port)
+    except OSError as error:
+        raise ConfigError(
+            f"--metrics-port {port}: cannot serve metrics on {host}: {error.strerror or error}"
+        ) from None
+
+
 def _add_log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-json", action="store_true", help="one JSON object per protocol event, on stderr"
@@ -179,9 +178,21 @@ def _add_log_options(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------- commands
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pbft")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from pbft.runtime.files import init_cluster
 
+    if not args.directory.strip():
+        raise ConfigError("DIR is empty: name the folder to create, e.g. pbft init ./mycluster")
+    args.directory = Path(args.directory)
     files = init_cluster(
         args.directory, f=args.f, host=args.host, base_port=args.base_port,
         clients=args.clients, n=args.n, force=args.force,
@@ -202,13 +213,15 @@ def cmd_replica(args: argparse.Namespace) -> int:
     from pbft.runtime.eventlog import EventLog
     from pbft.runtime.files import load_cluster
     from pbft.runtime.node import ReplicaNode
+    from pbft.runtime.storage import StorageError
 
     files = load_cluster(args.directory)
     if not 0 <= args.id < files.config.n:
         raise ConfigError(f"--id {args.id}: the cluster has replicas 0..{files.config.n - 1}")
     data = args.data or args.directory / "data" / f"replica-{args.id}"
     log = EventLog(f"replica {args.id}", json_lines=args.log_json, verbose=args.verbose)
-    node = ReplicaNode(files, args.id, data, log=log)
+    metrics = _metrics_server(args.metrics_host, args.metrics_port)
+    node = ReplicaNode(files, args.id, data, log=log, metrics_server=metrics)
     if args.traitor:
         # The composition root may wire a traitor around the honest core; the
         # core itself never imports ``faults``.
@@ -225,75 +238,43 @@ def cmd_replica(args: argparse.Namespace) -> int:
             seed=args.id,
         )
         log.event("traitor", behaviours=", ".join(args.traitor))
+        from faults.traitors.trace import report_forgeries
 
-    async def main() -> None:
+        report_forgeries(node.replica, log)  # marks its made-up frames in a --log-json trace
+
+    async def main() -> Exception | None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(node.run)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                try:
+                    await nursery.start(node.run)
+                # Returned, not raised: out of the nursery it would be an exception group.
+                except (OSError, StorageError) as error:
+                    return error
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
+        return None
 
-    trio.run(main)
+    failure = trio.run(main)
+    if isinstance(failure, OSError):
+        raise ConfigError(_start_failure(args.id, files.address(args.id), failure))
+    if failure is not None:
+        raise failure
     return 0
+
+
+def _start_failure(replica: int, address: tuple[str, int], error: OSError) -> str:
+    """``replica 0: cannot listen on 127.0.0.1:7000: address already in use``."""
+    reason = (error.strerror or str(error)).lower()
+    if error.filename is not None:  # the data folder, not the socket
+        return f"replica {replica}: cannot create {error.filename}: {reason}"
+    return f"replica {replica}: cannot listen on {address[0]}:{address[1]}: {reason}"
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    import trio
+    from pbft.cli_client import run
 
-    from pbft import service as kv
-    from pbft.runtime.client import NoQuorum, RemoteClient
-    from pbft.runtime.files import load_cluster
-
-    files = load_cluster(args.directory)
-    if not 0 <= args.client_id < len(files.config.client_keys):
-        count = len(files.config.client_keys)
-        raise ConfigError(f"--client {args.client_id}: the cluster has clients 0..{count - 1}")
-    if args.operation == "put":
-        operation = kv.put(args.key, args.value)
-    elif args.operation == "get":
-        operation = kv.get(args.key)
-    elif args.operation == "delete":
-        operation = kv.delete(args.key)
-    else:
-        operation = kv.cas(args.key, None if args.absent else args.expected, args.new)
-    kv.decode_operation(operation)  # refuse an oversized key or value here, clearly
-
-    async def main() -> tuple[Any, float] | NoQuorum:
-        client = RemoteClient(files, args.client_id)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client.run)
-            started = time.perf_counter()
-            try:
-                result = await client.execute(operation, timeout=args.timeout)
-            except NoQuorum as error:
-                return error  # returned, not raised: it would leave the nursery as a group
-            finally:
-                nursery.cancel_scope.cancel()
-        return kv.decode_result(result), time.perf_counter() - started
-
-    outcome = trio.run(main)
-    if isinstance(outcome, NoQuorum):
-        print(f"pbft client: {outcome}", file=sys.stderr)
-        return 1
-    result, elapsed = outcome
-    if isinstance(result, kv.OperationError):
-        print(f"pbft client: the service refused the operation: {result}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "operation": args.operation,
-                    "key": args.key,
-                    "result": result,
-                    "latency_ms": round(elapsed * 1000, 2),
-                }
-            )
-        )
-    else:
-        print("(absent)" if result is None else result)
-    return 0
+    return run(args)
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
@@ -304,7 +285,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.directory is not None:
         files = load_cluster(args.directory)
         traitors = _traitor_arguments(args.traitor, files.config.n)
-        return watch_cluster(files, replica_args, traitors)
+        return watch_cluster(files, replica_args, traitors, args.metrics_host, args.metrics_port)
     with tempfile.TemporaryDirectory(prefix="pbft-cluster-") as folder:
         files = init_cluster(
             Path(folder), f=args.f, clients=args.clients,
@@ -312,7 +293,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         )  # fmt: skip
         print(f"throw-away cluster in {folder} (use it with: pbft client {folder} ...)")
         traitors = _traitor_arguments(args.traitor, files.config.n)
-        return watch_cluster(files, replica_args, traitors)
+        return watch_cluster(files, replica_args, traitors, args.metrics_host, args.metrics_port)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -321,6 +302,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in ("f", "clients", "requests"):
         if getattr(args, name) < (0 if name == "f" else 1):
             raise ConfigError(f"--{name} must be at least {0 if name == 'f' else 1}")
+    from pbft.cli_client import check_seconds
+
+    check_seconds("--timeout", args.timeout)
     traitors = _traitor_arguments(args.traitor, 3 * args.f + 1)
     if len(traitors) > args.f:
         print(
@@ -328,13 +312,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "safety and liveness are no longer guaranteed",
             file=sys.stderr,
         )
+    if args.trace is not None and not args.trace.parent.is_dir():
+        raise ConfigError(f"--trace {args.trace}: folder {args.trace.parent} does not exist")
+    if not args.json:
+        # Starting the processes takes seconds: say so at once rather than show nothing.
+        print(
+            f"starting {3 * args.f + 1} replica processes on 127.0.0.1 (f = {args.f}), then "
+            f"{args.requests} requests from {args.clients} clients...",
+            file=sys.stderr,
+            flush=True,
+        )
     summary = run_demo(
-        args.f, args.clients, args.requests, _progress(args.json), args.timeout, traitors
-    )
+        args.f, args.clients, args.requests, _progress(args.json), args.timeout, traitors,
+        trace=args.trace,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(summary))
     else:
         _print_summary(summary)
+    for line in summary.get("trace", []):
+        print(f"pbft demo: {line}", file=sys.stderr)
     return 0 if summary["safe"] and summary["live"] else 1
 
 
@@ -361,6 +358,8 @@ def _progress(quiet: bool) -> Callable[[int], Callable[[int], None]]:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    from pbft.runtime.demo import describe_executed
+
     verdict = "SAFE" if summary["safe"] else "UNSAFE: " + summary.get("conflict", "")
     rows = [
         (
@@ -372,11 +371,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         ("throughput", f"{summary['throughput_ops']} ops/s"),
         (
             "latency",
-            f"p50 {summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms",
+            f"p50 {summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms"
+            if summary["committed"]
+            else "none (no request completed)",
         ),
-        ("views seen", ", ".join(map(str, summary["views"]))),
+        ("final views", ", ".join(map(str, summary["views"]))),
         ("traitors", ", ".join(f"replica {r}" for r in summary["traitors"]) or "none"),
-        ("executed", ", ".join(f"replica {r}: {n}" for r, n in summary["executed"].items())),
+        ("executed", describe_executed(summary)),
         (
             "safety",
             verdict + " (every honest replica's executed history agrees)"
@@ -445,12 +446,17 @@ def _add_scenario_parser(commands: Any) -> None:
     run.add_argument(
         "--keep", type=Path, metavar="DIR", help="run in DIR and keep its databases and logs"
     )
+    run.add_argument(
+        "--trace", type=Path, metavar="OUT",
+        help="write the run's trace (docs/trace.md) to OUT, its picture if OUT.html "
+        "(on a real cluster with the merged trace as OUT.jsonl beside it)",
+    )  # fmt: skip
     check = actions.add_parser("check", help="validate FILE without running it")
     check.add_argument("file", type=Path, metavar="FILE")
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    from faults.scenarios.document import ScenarioError, load_scenario, run_scenario
+    from faults.scenarios.document import ScenarioError, load_scenario
     from faults.scenarios.report import format_report
 
     try:
@@ -466,20 +472,26 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             f"{scenario.workload.requests} requests"
         )
         return 0
-    from faults.scenarios.runner import ScenarioRunError
+    from faults.scenarios.runner import ScenarioRunError, run_scenario
 
     if args.sim:
         from faults.scenarios.simulated import run_scenario_sim
 
-        report = run_scenario_sim(scenario, args.seed)
+        report = run_scenario_sim(scenario, args.seed, args.trace)
         print(json.dumps(report) if args.json else format_report(report))
+        if args.trace is not None and not args.json:
+            print(report["trace"])
         return 0 if report["passed"] else 1
+    if args.trace is not None and not args.trace.parent.is_dir():
+        raise ValueError(f"--trace {args.trace}: folder {args.trace.parent} does not exist")
     try:
-        report = run_scenario(scenario, args.seed, args.keep)
+        report = run_scenario(scenario, args.seed, args.keep, trace=args.trace)
     except ScenarioRunError as error:
         print(f"pbft scenario: {args.file}: {error}", file=sys.stderr)
         return 1
     print(json.dumps(report) if args.json else format_report(report))
+    if args.trace is not None and not args.json:
+        print(report["trace"])
     return 0 if report["passed"] else 1
 
 
@@ -495,6 +507,14 @@ def cmd_explore(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    # The linearizability picture is faults' code; pbft.trace takes it as a function.
+    from faults.verification.linearizability_picture import picture_from_trace
+    from pbft.trace.cli import run
+
+    return run(args, appendix=[picture_from_trace])
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": cmd_init,
     "replica": cmd_replica,
@@ -505,6 +525,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "scenario": cmd_scenario,
     "verify-evidence": cmd_verify_evidence,
     "explore": cmd_explore,
+    "trace": cmd_trace,
 }
 
 
@@ -520,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (pbft ... | head): nothing left to say, and no one to
+        # say it to; stdout is pointed at /dev/null so that its flush at exit is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

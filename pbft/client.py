@@ -241,6 +241,10 @@ class Client:
             SetTimer(RETRANSMIT_TIMER, self.retransmit_delay_ticks(self._attempt)),
         ]
 
+    def replies_so_far(self) -> dict[int, bytes]:
+        """Sender -> digest of its result, for the outstanding operation (to explain a timeout)."""
+        return {sender: key for sender, (_, key, _) in self._replies.items()}
+
     def _forget_replies(self) -> None:
         self._replies = {}
         self._results = {}

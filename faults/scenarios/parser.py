@@ -42,10 +42,11 @@ from faults.scenarios.document import (
     TraitorTable,
     Workload,
 )
-from faults.traitors.base import BehaviourError, Trigger, normalise_type
+from faults.traitors.base import BehaviourError, Trigger
 from faults.traitors.behaviours import BEHAVIOURS, make_behaviour
 from faults.traitors.clients import MODES as CLIENT_MODES
 from faults.traitors.network import NetworkFaultError, NetworkRule, rule_from_mapping
+from faults.traitors.spec import check_parameters, message_types
 from pbft.config import ConfigError, ProtocolParams
 from pbft.messages import MESSAGE_TYPES
 
@@ -337,6 +338,7 @@ class _Parser:
                         f"(clients are 0..{self.total_clients - 1})",
                     )
         try:
+            check_parameters(behaviour, params)
             make_behaviour(behaviour, trigger, **params)
         except BehaviourError as error:
             mentioned = [key for key in params if re.search(rf"\b{key}\b", str(error))]
@@ -354,15 +356,10 @@ class _Parser:
             types = table["types"]
             if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
                 self.fail((*path, "types"), "types must be a list of message type names")
-            names = [normalise_type(name) for name in types]
-            for name in names:
-                if name not in MESSAGE_TYPE_NAMES:
-                    self.fail(
-                        (*path, "types"),
-                        f"types: unknown message type {name!r} "
-                        f"(types: {', '.join(MESSAGE_TYPE_NAMES)})",
-                    )
-            values["types"] = frozenset(names)
+            try:  # the same check as --traitor's
+                values["types"] = message_types(types)
+            except BehaviourError as error:
+                self.fail((*path, "types"), str(error))
         if "targets" in table:
             targets = table["targets"]
             if not isinstance(targets, list) or not targets:

@@ -12,8 +12,15 @@ A report is a plain JSON-ready dict (``pbft scenario run --json`` prints it):
 * verdicts: ``safe`` (the honest replicas' executed histories agree entry by
   entry, :func:`pbft.runtime.demo.agreement`), ``live`` (every honest client's
   operation returned), ``view_change`` (an honest replica ended in a view
-  above 0), ``views_seen``, ``evidence`` (equivocation the honest replicas
-  proved, :mod:`pbft.evidence`);
+  above 0), ``evidence`` (equivocation the honest replicas proved,
+  :mod:`pbft.evidence`);
+* views, the same on both drivers: ``views_seen`` is every view an honest
+  replica was in during the run (0, each view it entered, and its final one;
+  the simulator records every NEW-VIEW entered, a real run samples its
+  replicas every 20 ms), ``final_views`` the views the honest replicas ended in;
+* ``mode``: ``real`` (Trio replicas over loopback TCP,
+  :mod:`faults.scenarios.runner`) or ``simulated``
+  (:mod:`faults.scenarios.simulated`), named in the report for people too;
 * ``expectations``: ``{name: {expected, actual, met}}`` and ``passed``.
 
 :func:`build_report` computes the verdicts from the raw material the runner
@@ -43,6 +50,7 @@ def build_report(
     views_seen: Iterable[int],
     evidence: Sequence[Mapping[str, Any]],
     elapsed_s: float,
+    mode: str = "real",
 ) -> Report:
     """Verdicts and expectations from what the replicas executed and the clients saw."""
     histories = {
@@ -54,6 +62,7 @@ def build_report(
         if replica["honest"]
     }
     safe, conflict = agreement(histories)
+    final_views = sorted({replica["view"] for replica in replicas if replica["honest"]})
     honest_operations = [op for op in operations if not op["byzantine"]]
     live = all(op["return_ms"] is not None for op in honest_operations)
     actual = {
@@ -80,7 +89,9 @@ def build_report(
         "expectations": expectations,
         **actual,
         "conflict": conflict or None,
-        "views_seen": sorted(set(views_seen)),
+        "mode": mode,
+        "views_seen": sorted(set(views_seen) | set(final_views)),
+        "final_views": final_views,
         "evidence": list(evidence),
         "operations": {
             "total": len(honest_operations),
@@ -112,7 +123,7 @@ def format_report(report: Report) -> str:
     traitors = [r for r in report["replicas"] if not r["honest"]]
     rows = [
         ("scenario", f"{report['name']} (seed {report['seed']}, {report['elapsed_s']} s)"),
-        ("cluster", f"n = {report['n']} replicas, f = {report['f']}, real Trio nodes over TCP"),
+        ("cluster", f"n = {report['n']} replicas, f = {report['f']}, {_driver(report)}"),
         (
             "traitors",
             "; ".join(f"{r['id']}: {', '.join(r['behaviours'])}" for r in traitors) or "none",
@@ -123,11 +134,16 @@ def format_report(report: Report) -> str:
             + (f" (+{operations['byzantine']} Byzantine)" if operations["byzantine"] else "")
             + f", latency p50 {latency['p50']} ms, p99 {latency['p99']} ms",
         ),
-        ("views seen", ", ".join(map(str, report["views_seen"]))),
+        (
+            "views",
+            f"seen {', '.join(map(str, report['views_seen']))}; "
+            f"final {', '.join(map(str, report['final_views']))} (honest replicas)",
+        ),
         (
             "executed",
             ", ".join(
-                f"{r['id']}{'' if r['honest'] else '*'}: {r['last_executed']} (view {r['view']})"
+                f"{r['id']}{'' if r['honest'] else '*'}: up to seq {r['last_executed']} "
+                f"(view {r['view']})"
                 for r in report["replicas"]
             ),
         ),
@@ -145,6 +161,12 @@ def format_report(report: Report) -> str:
         )
     lines.append("PASSED" if report["passed"] else f"FAILED (replay: {report['replay']})")
     return "\n".join(lines)
+
+
+def _driver(report: Report) -> str:
+    if report.get("mode") == "simulated":
+        return f"deterministic simulator ({report['simulated_ms']} ms of simulated time)"
+    return "real Trio replicas over loopback TCP"
 
 
 def _evidence_line(evidence: Sequence[Mapping[str, Any]]) -> str:

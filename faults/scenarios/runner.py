@@ -30,6 +30,13 @@ Everything runs in one Trio process: a throw-away cluster folder
 Trio's scheduler is randomized on purpose, so a run on the real cluster is
 repeatable in its plan (operations, traitors' and network's random choices)
 but not instant by instant; expectations must hold for every seed.
+
+Given ``trace`` (``pbft scenario run FILE --trace out.html``), every replica and
+client logs trace events to its own ``*.jsonl`` in the run's folder (instead of
+the replicas' human logs), traitors mark the frames they made up
+(:func:`faults.traitors.trace.report_forgeries`), partitions are announced as
+they start and end, and after the run the logs are merged into one trace
+(:mod:`pbft.trace.merge`) written to ``out.jsonl`` and drawn as ``out.html``.
 """
 
 from __future__ import annotations
@@ -48,12 +55,14 @@ from faults.scenarios.report import Report, build_report
 from faults.traitors.base import Traitor
 from faults.traitors.clients import ByzantineClient
 from faults.traitors.network import NetworkFaults
+from faults.traitors.trace import report_forgeries
 from pbft.replica import Replica
 from pbft.runtime.client import NoQuorum, RemoteClient
-from pbft.runtime.eventlog import EventLog
+from pbft.runtime.eventlog import EventLog, wall_clock_ms
 from pbft.runtime.files import ClusterFiles, free_loopback_ports, init_cluster
 from pbft.runtime.node import ReplicaNode
 from pbft.runtime.storage import read_history
+from pbft.trace.merge import merge_logs, write_outputs
 
 #: Clients retransmit to every replica after this long without f+1 replies.
 RETRANSMIT_TICKS = 300
@@ -75,14 +84,21 @@ class ScenarioRunError(RuntimeError):
 
 
 def run_scenario(
-    scenario: Scenario, seed: int | None = None, workdir: Path | None = None
+    scenario: Scenario,
+    seed: int | None = None,
+    workdir: Path | None = None,
+    trace: Path | None = None,
 ) -> Report:
-    """Run ``scenario`` in a fresh Trio loop; ``seed`` overrides the file's."""
-    return trio.run(run_scenario_async, scenario, seed, workdir)
+    """Run ``scenario`` in a fresh Trio loop; ``seed`` overrides the file's; ``trace``: where
+    to write the run's trace (``.html``: and its picture)."""
+    return trio.run(run_scenario_async, scenario, seed, workdir, trace)
 
 
 async def run_scenario_async(
-    scenario: Scenario, seed: int | None = None, workdir: Path | None = None
+    scenario: Scenario,
+    seed: int | None = None,
+    workdir: Path | None = None,
+    trace: Path | None = None,
 ) -> Report:
     """Run ``scenario`` in the running Trio loop.
 
@@ -93,9 +109,13 @@ async def run_scenario_async(
     with _folder(workdir) as folder, contextlib.ExitStack() as logs:
         attempt = 1
         while True:
-            run = _Run(scenario, seed, folder / f"attempt-{attempt}", logs)
+            run = _Run(scenario, seed, folder / f"attempt-{attempt}", logs, trace is not None)
             try:
-                return await run.run()
+                report = await run.run()
+                if trace is not None:
+                    logs.close()  # every log flushed before it is merged
+                    report["trace"] = run.write_trace(trace)
+                return report
             except ExceptionGroup as group:
                 port_taken = group.subgroup(OSError) is not None and not run.listening
                 if not port_taken or attempt == START_ATTEMPTS:
@@ -117,9 +137,16 @@ class _Run:
     """One run of one scenario: builds the cluster, drives the clients, gathers the results."""
 
     def __init__(
-        self, scenario: Scenario, seed: int, folder: Path, logs: contextlib.ExitStack
+        self,
+        scenario: Scenario,
+        seed: int,
+        folder: Path,
+        logs: contextlib.ExitStack,
+        tracing: bool = False,
     ) -> None:
         self.scenario = scenario
+        #: Every node logs trace events to its own *.jsonl, merged after the run.
+        self.tracing = tracing
         self.seed = seed
         self.folder = folder
         self.logs = logs
@@ -158,6 +185,8 @@ class _Run:
             connected = await self._connected(list(clients.values()))
             if connected:
                 nursery.start_soon(self._watch_views)
+                if self.tracing:
+                    nursery.start_soon(self._announce_partitions)
                 with trio.move_on_at(self.origin + scenario.duration_limit_s):
                     await self._workload(clients)
                 await self._settle()
@@ -185,7 +214,7 @@ class _Run:
             self.files,
             replica_id,
             self.folder / f"data-{replica_id}",
-            log=EventLog(f"replica {replica_id}", stream=self._log(f"replica-{replica_id}.log")),
+            log=self._event_log("replica", replica_id),
             network_faults=faults,
             clock_origin=self.origin,
         )
@@ -203,10 +232,57 @@ class _Run:
                 clock=node.now_ms,
                 rebuild=rebuild,
             )
+            report_forgeries(node.replica, node.log)  # type: ignore[arg-type]
         return node
 
     def _log(self, name: str) -> TextIO:
         return self.logs.enter_context(open(self.folder / name, "w", encoding="utf-8"))
+
+    def _event_log(self, role: str, index: int) -> EventLog:
+        """A replica's human log, or with tracing a node's trace events, in the run's folder."""
+        if self.tracing:
+            stream = self._log(f"{role}-{index}.jsonl")
+            return EventLog(f"{role} {index}", json_lines=True, stream=stream)
+        return EventLog(f"{role} {index}", stream=self._log(f"{role}-{index}.log"))
+
+    def write_trace(self, target: Path) -> str:
+        """Merge the nodes' trace logs into ``target``; say what was written."""
+        scenario = self.scenario
+        traitors: dict[int, list[str]] = {}
+        for spec in scenario.traitors:
+            traitors.setdefault(spec.replica, []).append(spec.describe())
+        header, events = merge_logs(
+            sorted(self.folder.glob("*.jsonl")),
+            n=scenario.n,
+            f=scenario.f,
+            clients=list(range(scenario.total_clients)),
+            traitors={replica: "; ".join(specs) for replica, specs in traitors.items()},
+            seed=self.seed,
+            plan={"scenario": scenario.name, "file": str(scenario.source)},
+        )
+        title = f"scenario {scenario.name} (real cluster, seed {self.seed})"
+        return "; ".join(write_outputs(target, header, events, title))
+
+    async def _announce_partitions(self) -> None:
+        """Log each partition's start and end on every replica's lane, when they happen."""
+        moments = []
+        for rule in self.scenario.network:
+            if rule.get("kind") != "partition":
+                continue
+            groups = " | ".join(
+                "{" + ",".join(map(str, group)) + "}" for group in rule.get("groups", [])
+            )
+            moments.append((rule.get("at_ms", 0), "partition-on", groups))
+            if rule.get("until_ms") is not None:
+                moments.append((rule["until_ms"], "partition-off", groups))
+        for at_ms, fault, groups in sorted(moments):
+            instant = self.origin + at_ms / 1000
+            await trio.sleep_until(instant)
+            # Stamped when the rule took effect (the nodes apply it from then on), not
+            # when this task woke up, which may be later on a loaded machine.
+            at_wall_ms = wall_clock_ms() - (trio.current_time() - instant) * 1000
+            for node in self.nodes:
+                node.log.event("fault", fault=fault, detail=groups, at_wall_ms=at_wall_ms)
 
     def _client(self, client_id: int) -> RemoteClient:
         client = RemoteClient(
@@ -214,6 +290,7 @@ class _Run:
             client_id,
             retransmit_ticks=RETRANSMIT_TICKS,
             max_retransmit_ticks=MAX_RETRANSMIT_TICKS,
+            log=self._event_log("client", client_id) if self.tracing else None,
         )
         for spec in self.scenario.byzantine_clients:
             if spec.client == client_id:

@@ -27,11 +27,15 @@ PRE-PREPARE carrying it too large.
   executed that way on some replicas and not others would fork their states);
 * ``byzantine``: any of the above (or the honest request) per request, drawn
   from the client's seeded ``random.Random``.
+
+A driver that traces a run sets :attr:`ByzantineClient.on_forged` to learn which sends
+carry a rewritten request (and by which mode), as :class:`faults.traitors.base.Traitor` does.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -65,6 +69,8 @@ class ByzantineClient:
         self._first_timestamp: int | None = None
         #: Requests rewritten (sent other than the honest client would).
         self.rewrites = 0
+        #: Told (mode, effect) of each send carrying a rewritten request (a trace); None: no one.
+        self.on_forged: Callable[[str, Effect], None] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
@@ -82,7 +88,12 @@ class ByzantineClient:
                 return [effect]
         self.rewrites += 1
         request = effect.message.message
-        return getattr(self, "_" + mode.replace("-", "_"))(effect, request)
+        rewritten: list[Effect] = getattr(self, "_" + mode.replace("-", "_"))(effect, request)
+        if self.on_forged is not None:
+            for out in rewritten:
+                if out.message is not effect.message:  # type: ignore[attr-defined]
+                    self.on_forged(mode, out)
+        return rewritten
 
     def _write_as_read(self, effect: SendToReplicas, request: Request) -> list[Effect]:
         read = Read(request.client, request.timestamp, request.operation)

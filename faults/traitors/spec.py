@@ -6,6 +6,11 @@ equivocating primary towards replicas 1 and 2. Keys are the trigger's
 ``until_ms``, ``types``, ``targets``) or the behaviour's own parameters;
 lists are written with ``+`` (``targets=1+2``, ``types=prepare+commit``);
 numbers and ``true``/``false`` are read as such.
+
+The checks shared with scenario files (:mod:`faults.scenarios.parser`) live
+here, so that ``--traitor`` and ``[[traitor]]`` refuse the same values:
+:func:`message_types` (only the protocol's message types) and
+:func:`check_parameters` (no negative counts, sizes or delays).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import attrs
 
 from faults.traitors.base import Behaviour, BehaviourError, Traitor, Trigger, normalise_type
 from faults.traitors.behaviours import make_behaviour
+from pbft.messages import MESSAGE_TYPES
 from pbft.replica import Replica
 
 TRIGGER_KEYS = ("from_seq", "until_seq", "from_view", "until_view", "at_ms", "until_ms")
+MESSAGE_TYPE_NAMES = tuple(cls.TYPE for cls in MESSAGE_TYPES)
 
 
 @attrs.frozen
@@ -64,13 +71,32 @@ def make_trigger(values: dict[str, Any]) -> Trigger:
             raise BehaviourError(f"{end} = {fields[end]} is not after {start} = {fields[start]}")
     if "types" in values:
         types = values["types"] if isinstance(values["types"], list) else [values["types"]]
-        fields["types"] = frozenset(normalise_type(str(t)) for t in types)
+        fields["types"] = message_types([str(t) for t in types])
     if "targets" in values:
         targets = values["targets"] if isinstance(values["targets"], list) else [values["targets"]]
         if not all(type(t) is int for t in targets):
             raise BehaviourError(f"targets must be replica ids, got {values['targets']!r}")
         fields["targets"] = frozenset(targets)
     return Trigger(**fields)
+
+
+def message_types(names: Sequence[str]) -> frozenset[str]:
+    """The message types ``names`` stand for (any case, ``_`` or ``-``); BehaviourError
+    for a name that is no message type of the protocol, which would silently match nothing."""
+    normalised = [normalise_type(name) for name in names]
+    for name in normalised:
+        if name not in MESSAGE_TYPE_NAMES:
+            raise BehaviourError(
+                f"types: unknown message type {name!r} (types: {', '.join(MESSAGE_TYPE_NAMES)})"
+            )
+    return frozenset(normalised)
+
+
+def check_parameters(behaviour: str, params: dict[str, Any]) -> None:
+    """Refuse a negative number (a delay, a count, a size): none of them has a meaning."""
+    for key, value in params.items():
+        if type(value) in (int, float) and value < 0:
+            raise BehaviourError(f"behaviour {behaviour!r}: {key} must be >= 0, got {value!r}")
 
 
 def parse_traitor(text: str, replica: int | None = None) -> TraitorSpec:
@@ -90,6 +116,7 @@ def parse_traitor(text: str, replica: int | None = None) -> TraitorSpec:
             values[key.strip()] = _value(raw.strip())
     trigger = make_trigger(values)
     params = {k: v for k, v in values.items() if k not in (*TRIGGER_KEYS, "types", "targets")}
+    check_parameters(behaviour, params)
     spec = TraitorSpec(replica, behaviour, trigger, params)
     spec.build()  # refuse unknown behaviours and parameters now, with their message
     return spec

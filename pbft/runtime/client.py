@@ -7,10 +7,18 @@ into the core, which decides when f+1 replicas agree. Retransmission is the
 core's timer. Timestamps start from the wall clock, so that successive client
 processes with the same identity keep using increasing timestamps (replicas
 execute each (client, timestamp) at most once and ignore older ones).
+
+When no quorum agrees in time, :class:`NoQuorum` says why as far as the client
+can tell (:meth:`RemoteClient.diagnosis`): each connection remembers its last
+failure (connection refused, no answer, the handshake refused and the
+replica's reason, the connection closed right after the handshake), and the
+core's replies so far show whether replicas answered but disagreed.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import Any
 
@@ -32,9 +40,10 @@ from pbft.events import (
     SetTimer,
     TimerFired,
 )
+from pbft.runtime.eventlog import EventLog
 from pbft.runtime.files import ClusterFiles
 from pbft.runtime.framing import ConnectionClosed, FramedStream, FrameError
-from pbft.runtime.handshake import HandshakeError, Identity, dial_handshake
+from pbft.runtime.handshake import HandshakeError, HandshakeRefused, Identity, dial_handshake
 from pbft.runtime.limits import max_frame_bytes
 from pbft.runtime.links import Backoff
 from pbft.runtime.queues import FrameQueue
@@ -44,6 +53,8 @@ TICK_SECONDS = 0.001
 DEFAULT_RETRANSMIT_TICKS = 1000
 #: The most a retransmission waits once backoff has grown (16 s).
 DEFAULT_MAX_RETRANSMIT_TICKS = 16_000
+#: How long a TCP connect to a replica may take.
+CONNECT_TIMEOUT_SECONDS = 5.0
 _CONNECTION_ERRORS = (
     OSError,
     trio.BrokenResourceError,
@@ -56,7 +67,23 @@ _CONNECTION_ERRORS = (
 
 
 class NoQuorum(TimeoutError):
-    """No f+1 replicas agreed on a result in time."""
+    """No f+1 replicas agreed on a result in time; the message says what the client saw."""
+
+
+def _connect_failure(error: BaseException) -> str:
+    """``connection refused`` rather than Trio's "all attempts to connect ... failed"."""
+    if isinstance(error, trio.TooSlowError):
+        return f"no answer within {CONNECT_TIMEOUT_SECONDS:g} s"
+    # open_tcp_stream chains the errors of every address it tried.
+    causes = getattr(error.__cause__, "exceptions", None) or [error.__cause__ or error]
+    cause = causes[-1]
+    if isinstance(cause, socket.gaierror):  # its errno is the resolver's, not the OS's
+        return f"cannot resolve the host: {cause.strerror}".lower()
+    if isinstance(cause, OSError) and cause.errno is not None:
+        # Trio's strerror repeats the address ("Error connecting to (...): ..."); the OS's
+        # own text for the number is what a person expects.
+        return os.strerror(cause.errno).lower()
+    return str(cause)
 
 
 def wall_clock_timestamp() -> int:
@@ -71,10 +98,13 @@ class ReplicaConnection:
         self.client = client
         self.replica_id = replica_id
         self.connected = False
+        #: Why the last attempt or session failed, for people (None: none failed yet).
+        self.problem: str | None = None
         # Only this client's own requests queue here; a replica that does not read
         # makes them wait, at most 256 frames and one frame of the limit in bytes.
         self._queue = FrameQueue(256, client.max_frame_bytes)
         self._backoff = Backoff()
+        self._frames_received = 0
 
     def send_nowait(self, frame: bytes) -> None:
         self._queue.put_nowait(frame)  # dropped when full: the core retransmits
@@ -82,29 +112,57 @@ class ReplicaConnection:
     async def run(self) -> None:
         files = self.client.files
         peer: Identity = ("replica", self.replica_id)
+        host, port = files.address(self.replica_id)
         while True:
             try:
-                with trio.fail_after(5):
-                    stream = await trio.open_tcp_stream(*files.address(self.replica_id))
+                try:
+                    with trio.fail_after(CONNECT_TIMEOUT_SECONDS):
+                        stream = await trio.open_tcp_stream(host, port)
+                except (OSError, trio.TooSlowError) as error:
+                    self.problem = f"cannot connect: {_connect_failure(error)}"
+                    raise
                 framed = FramedStream(stream, self.client.max_frame_bytes)
                 try:
-                    await dial_handshake(
-                        framed, files.config, self.client.me, self.client.signer, peer
-                    )
-                    self.connected = True
-                    self._backoff.reset()
-                    # Each task handles its own connection errors and ends the
-                    # session: errors leaving a nursery come as exception groups.
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._write, framed, nursery.cancel_scope)
-                        await self._read(framed)
-                        nursery.cancel_scope.cancel()
+                    await self._handshake(framed, peer)
+                    await self._session(framed)
                 finally:
                     self.connected = False
                     await trio.aclose_forcefully(framed)
             except _CONNECTION_ERRORS:
                 pass
             await trio.sleep(self._backoff.next_delay())
+
+    async def _handshake(self, framed: FramedStream, peer: Identity) -> None:
+        client = self.client
+        try:
+            await dial_handshake(framed, client.files.config, client.me, client.signer, peer)
+        except HandshakeRefused as error:
+            self.problem = f"refused the handshake: {error.reason}"
+            raise
+        except HandshakeError as error:
+            self.problem = f"handshake failed: {error}"
+            raise
+        self.connected = True
+        self._backoff.reset()
+
+    async def _session(self, framed: FramedStream) -> None:
+        received_before, started = self._frames_received, trio.current_time()
+        # Each task handles its own connection errors and ends the session:
+        # errors leaving a nursery come as exception groups.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write, framed, nursery.cancel_scope)
+            await self._read(framed)
+            nursery.cancel_scope.cancel()
+        if self._frames_received == received_before and trio.current_time() - started < 1:
+            # A replica that cannot verify our PROOF closes the connection at once
+            # without a word (the handshake has finished on our side): the likely cause
+            # is a key that its cluster.toml does not have for this client.
+            self.problem = (
+                "closed the connection right after the handshake "
+                "(does its cluster.toml have this client's key?)"
+            )
+        else:
+            self.problem = "closed the connection"
 
     async def _write(self, framed: FramedStream, session: trio.CancelScope) -> None:
         try:
@@ -117,6 +175,7 @@ class ReplicaConnection:
         try:
             while True:
                 frame = await framed.receive_frame()
+                self._frames_received += 1
                 self.client._step(Receive(frame, channel=("replica", self.replica_id)))
         except _CONNECTION_ERRORS:
             return
@@ -132,10 +191,13 @@ class RemoteClient:
         signer: Signer | None = None,
         retransmit_ticks: int = DEFAULT_RETRANSMIT_TICKS,
         max_retransmit_ticks: int | None = DEFAULT_MAX_RETRANSMIT_TICKS,
+        log: EventLog | None = None,
     ) -> None:
         if files.config.scheme != ED25519:
             raise ConfigError("the runtime signs with Ed25519 only")
         self.files = files
+        #: Where a traced run logs this client's operations, sends and receives.
+        self.log = log if log is not None and log.detailed else None
         self.id = client_id
         self.me: Identity = ("client", client_id)
         self.signer = signer or files.load_signer("client", client_id)
@@ -187,17 +249,52 @@ class RemoteClient:
                 await done.wait()
             self.core.observe_latency((trio.current_time() - started) / TICK_SECONDS)
         except trio.TooSlowError:
+            why = self.diagnosis()
             for effect in self.core.abandon():
                 self._carry_out(effect)
             raise NoQuorum(
-                f"no {self.core.reply_quorum} replicas agreed on a result within {timeout:g} s"
+                f"no {self.core.reply_quorum} replicas agreed on a result within {timeout:g} s: "
+                + why
             ) from None
         assert self._result is not None
         return self._result
 
+    def diagnosis(self) -> str:
+        """What the client saw of the outstanding operation, in one line for people."""
+        addresses = {r.id: f"{r.host}:{r.port}" for r in self.files.replicas}
+        return describe_failure(
+            self.core.replies_so_far(),
+            [r for r, connection in self.connections.items() if connection.connected],
+            {
+                r: (addresses[r], connection.problem)
+                for r, connection in self.connections.items()
+                if not connection.connected
+            },
+            self.core.reply_quorum,
+        )
+
     def _step(self, event: Event) -> None:
-        for effect in self.core.step(event):
+        effects = self.core.step(event)
+        if self.log is not None:
+            self._log_step(self.log, event, effects)
+        for effect in effects:
             self._carry_out(effect)
+
+    @staticmethod
+    def _log_step(log: EventLog, event: Event, effects: list[Effect]) -> None:
+        """Trace an operation's start, a frame received, and what the step sends or completes."""
+        if type(event) is Invoke:
+            sends = [effect for effect in effects if type(effect) is SendToReplicas]
+            timestamp = sends[0].message.message.timestamp if sends else None
+            log.invoked(event.operation, timestamp)
+        elif type(event) is Receive and event.channel is not None:
+            log.received(event.data, event.channel, effects)
+        for effect in effects:
+            if type(effect) is SendToReplicas:
+                receivers = [("replica", replica) for replica in effect.replicas]
+                log.sent(encode_signed(effect.message), receivers, effect.message)
+            elif type(effect) is Completed:
+                log.completed(effect)
 
     def _carry_out(self, effect: Effect) -> None:
         kind = type(effect)
@@ -213,3 +310,48 @@ class RemoteClient:
             self._result = effect.result
             if self._done is not None:
                 self._done.set()
+
+
+def describe_failure(
+    replies: dict[int, bytes],
+    connected: list[int],
+    problems: dict[int, tuple[str, str | None]],
+    quorum: int,
+) -> str:
+    """One line: how the replies disagree, and why the replicas that did not reply did not.
+
+    ``replies`` maps each replica that replied to the digest of its result;
+    ``connected`` lists the connected replicas; ``problems`` maps each other
+    replica to its address and its last failure (None: still trying).
+    """
+    parts = []
+    if replies:
+        groups: dict[bytes, list[int]] = {}
+        for replica, digest in sorted(replies.items()):
+            groups.setdefault(digest, []).append(replica)
+        if len(groups) == 1:
+            parts.append(f"only {_replicas(list(replies))} replied (agreeing)")
+        else:
+            ordered = sorted(groups.values(), key=len, reverse=True)
+            shown = "; ".join(
+                f"{_replicas(group)}: result {i + 1}" for i, group in enumerate(ordered)
+            )
+            parts.append(f"{len(replies)} replies, {len(groups)} distinct results ({shown})")
+    silent = [replica for replica in connected if replica not in replies]
+    if silent:
+        parts.append(f"{_replicas(silent)} connected but did not reply")
+    by_problem: dict[str, list[tuple[int, str]]] = {}
+    for replica, (address, problem) in sorted(problems.items()):
+        if replica not in replies:
+            by_problem.setdefault(problem or "not connected yet", []).append((replica, address))
+    for problem, group in by_problem.items():
+        addresses = ", ".join(address for _, address in group)
+        hint = " (nothing listens there: is the cluster running?)" if "refused" in problem else ""
+        parts.append(f"{_replicas([r for r, _ in group])} ({addresses}): {problem}{hint}")
+    return "; ".join(parts) or "no replica replied"
+
+
+def _replicas(ids: list[int]) -> str:
+    if len(ids) == 1:
+        return f"replica {ids[0]}"
+    return "replicas " + ", ".join(map(str, ids))

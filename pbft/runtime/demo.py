@@ -5,11 +5,21 @@ starts 3f+1 ``pbft replica`` processes, runs N requests from C concurrent
 clients (in this process, over TCP), then stops the replicas and compares
 their executed histories (from each replica's SQLite database): the run is
 *safe* if no two replicas executed different batches at one sequence number,
-and *live* if every request completed.
+and *live* if every request completed. The summary counts requests throughout:
+``committed`` (completed for the clients) and ``executed`` (per replica, from
+its journal); ``executed_batches`` counts sequence numbers, each a batch of
+requests.
+
+With ``trace`` (``pbft demo --trace out.html``) every replica runs with
+``--log-json`` (its events go to its log in the demo's folder) and every client
+logs its operations, sends and receives beside them; after the run the logs are
+merged into one trace (:mod:`pbft.trace.merge`), written as ``out.jsonl``, and
+drawn as ``out.html``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
@@ -21,9 +31,10 @@ import trio
 
 from pbft import service as kv
 from pbft.runtime.client import NoQuorum, RemoteClient
-from pbft.runtime.files import free_loopback_ports, init_cluster
+from pbft.runtime.eventlog import EventLog
+from pbft.runtime.files import ClusterFiles, free_loopback_ports, init_cluster
 from pbft.runtime.processes import LocalCluster
-from pbft.runtime.storage import read_history
+from pbft.runtime.storage import SqliteJournal, read_history
 
 #: Protocol settings for a demo on one machine: quick view changes.
 DEMO_PROTOCOL = {"view_change_timeout_ticks": 1000, "checkpoint_interval": 32, "log_window": 64}
@@ -85,10 +96,15 @@ def run_demo(
     progress_factory: Callable[[int], Callable[[int], None]],
     timeout: float = 30.0,
     traitors: dict[int, list[str]] | None = None,
+    trace: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the demo; ``traitors`` maps a replica id to its ``--traitor`` arguments."""
+    """Run the demo; ``traitors`` maps a replica id to its ``--traitor`` arguments; given
+    ``trace`` (``.html``, or ``.jsonl`` for the trace alone), trace the run there."""
     traitors = traitors or {}
-    with tempfile.TemporaryDirectory(prefix="pbft-demo-") as folder:
+    with (
+        tempfile.TemporaryDirectory(prefix="pbft-demo-") as folder,
+        contextlib.ExitStack() as client_logs,
+    ):
         directory = Path(folder)
         n = 3 * f + 1
         files = init_cluster(
@@ -98,14 +114,27 @@ def run_demo(
             replica: [argument for spec in specs for argument in ("--traitor", spec)]
             for replica, specs in traitors.items()
         }
-        cluster = LocalCluster(files, directory / "data", replica_args=replica_args)
+        cluster = LocalCluster(
+            files,
+            directory / "data",
+            ("--log-json",) if trace is not None else (),
+            replica_args=replica_args,
+        )
+        logs = {c: directory / f"client-{c}.jsonl" for c in range(clients) if trace is not None}
+        streams = {
+            c: client_logs.enter_context(open(path, "w", encoding="utf-8"))
+            for c, path in logs.items()
+        }
         cluster.start()
         try:
             if not cluster.wait_connected(timeout=30):
                 raise RuntimeError(_startup_failure(cluster))
 
             async def main() -> tuple[list[float | None], float]:
-                remote = [RemoteClient(files, c) for c in range(clients)]
+                remote = [
+                    RemoteClient(files, c, log=_client_log(c, streams.get(c)))
+                    for c in range(clients)
+                ]
                 async with trio.open_nursery() as nursery:
                     for client in remote:
                         await nursery.start(client.run)
@@ -132,6 +161,15 @@ def run_demo(
             replica: read_history(process.data_dir / "replica.db")
             for replica, process in cluster.processes.items()
         }
+        executed = {
+            replica: requests_executed(process.data_dir / "replica.db", files, replica)
+            for replica, process in cluster.processes.items()
+        }
+        written: list[str] = []
+        if trace is not None:
+            client_logs.close()  # flushed before they are read
+            plan = {"command": "demo", "f": f, "clients": clients, "requests": requests}
+            written = _write_trace(trace, cluster, list(logs.values()), plan, traitors)
     done = [latency * 1000 for latency in latencies if latency is not None]
     honest = {r: h for r, h in histories.items() if r not in traitors}
     safe, conflict = agreement(honest)
@@ -148,14 +186,65 @@ def run_demo(
             "p99": _round(percentile(done, 0.99)),
         },
         "views": views,
-        "executed": {str(r): len(h) for r, h in sorted(histories.items())},
+        # Requests, like "committed"; a batch (one sequence number) holds several.
+        "executed": {str(r): executed[r] for r in sorted(executed)},
+        "executed_batches": {str(r): len(h) for r, h in sorted(histories.items())},
         "traitors": sorted(traitors),
         "safe": safe,
         "live": len(done) == requests,
     }
     if conflict:
         summary["conflict"] = conflict
+    if trace is not None:
+        summary["trace"] = written
     return summary
+
+
+def _client_log(client: int, stream: Any) -> EventLog | None:
+    return None if stream is None else EventLog(f"client {client}", json_lines=True, stream=stream)
+
+
+def _write_trace(
+    target: Path,
+    cluster: LocalCluster,
+    client_logs: list[Path],
+    plan: dict[str, Any],
+    traitors: dict[int, list[str]],
+) -> list[str]:
+    """Merge the replicas' and clients' logs into one trace; write it (and its picture)."""
+    from pbft.trace.merge import merge_logs, write_outputs
+
+    paths = [process.log_path for process in cluster.processes.values()] + client_logs
+    n, f, clients = len(cluster.processes), plan["f"], plan["clients"]
+    header, events = merge_logs(
+        paths,
+        n=n,
+        f=f,
+        clients=list(range(clients)),
+        traitors={replica: " ".join(specs) for replica, specs in traitors.items()},
+        plan=plan,
+    )
+    return write_outputs(target, header, events, f"pbft demo: n = {n}, f = {f}, {clients} clients")
+
+
+def describe_executed(summary: dict[str, Any]) -> str:
+    """Requests executed per replica, and the batches (sequence numbers) they came in."""
+    counts = {
+        replica: f"{requests} requests in {summary['executed_batches'][replica]} batches"
+        for replica, requests in summary["executed"].items()
+    }
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))}, on every replica"
+    return ", ".join(f"replica {replica}: {text}" for replica, text in counts.items())
+
+
+def requests_executed(database: Path, files: ClusterFiles, replica: int) -> int:
+    """How many client requests the stopped replica's journal says it executed."""
+    journal = SqliteJournal(database, files.config.cluster_id, replica)
+    try:
+        return sum(len(requests) for _, _, _, requests in journal.history())
+    finally:
+        journal.close()
 
 
 def _round(value: float | None) -> float | None:

@@ -17,6 +17,8 @@ it. Each message is one frame holding a MessagePack array::
                                       x_a, sig_a]
     3. dialer   -> acceptor  PROOF   ["pbft-proof", sig_d]
 
+    2'. acceptor -> dialer   REFUSED ["pbft-refused", reason]   (instead of WELCOME)
+
     sig_a = sign_a(prefix | "acceptor|" | HELLO bytes | packed WELCOME without sig_a)
     sig_d = sign_d(prefix | "dialer|" | HELLO bytes | WELCOME bytes)
     prefix = signing_prefix(cluster_id, "HANDSHAKE")
@@ -44,6 +46,16 @@ Why this is enough:
 The channel authenticates but does not encrypt: PBFT messages need
 integrity, not secrecy.
 
+A well-formed HELLO from a dialer the acceptor cannot serve (another
+cluster's id, or a principal its configuration does not list) is answered
+with REFUSED and its reason before the connection closes, so that a client
+pointed at the wrong cluster can say why instead of only that the connection
+closed; the dialer raises :class:`HandshakeRefused`. The reason is
+unauthenticated, a hint for people and nothing more: the dialer treats it as
+the failure it is anyway. Garbage and malformed HELLOs still get no answer at
+all, and a failed PROOF only a closed connection (the dialer has already
+finished its side by then).
+
 Every field is validated strictly (type, length, canonical encoding), and the
 frames of an unauthenticated peer are limited to :data:`HANDSHAKE_MAX_FRAME_BYTES`.
 Any failure, including a timeout after :data:`HANDSHAKE_TIMEOUT_SECONDS`, a
@@ -53,6 +65,7 @@ calling with an impossible local identity raises :class:`ValueError`.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,6 +89,7 @@ ROLES = (REPLICA, CLIENT)
 HELLO_TAG = "pbft-hello"
 WELCOME_TAG = "pbft-welcome"
 PROOF_TAG = "pbft-proof"
+REFUSED_TAG = "pbft-refused"
 #: 2 added the ephemeral channel keys and the frame MACs.
 HANDSHAKE_VERSION = 2
 NONCE_BYTES = 32
@@ -85,10 +99,20 @@ HANDSHAKE_TIMEOUT_SECONDS = 5.0
 HANDSHAKE_MAX_FRAME_BYTES = 1024
 #: Largest principal index accepted on the wire, before it is looked up in the config.
 MAX_PRINCIPAL_INDEX = 2**32 - 1
+#: A REFUSED reason is cut to this many characters; it is a hint for people.
+MAX_REFUSAL_CHARACTERS = 300
 
 
 class HandshakeError(Exception):
     """The handshake failed: the peer is not who it claims, misbehaved, went silent or left."""
+
+
+class HandshakeRefused(HandshakeError):
+    """The acceptor answered HELLO with REFUSED; ``reason`` is what it said (unauthenticated)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the replica refused the handshake: {reason}")
+        self.reason = reason
 
 
 def format_identity(identity: Identity) -> str:
@@ -123,6 +147,7 @@ async def dial_handshake(
                        ephemeral.public])  # fmt: skip
         await framed.send_frame(hello)
         welcome = await framed.receive_frame(HANDSHAKE_MAX_FRAME_BYTES)
+        _raise_if_refused(welcome)
         body, channel_key_a, signature_a = _parse_welcome(welcome, config, expected)
         if not verifier.verify(acceptor_key, signature_a, prefix + b"acceptor|" + hello + body):
             raise HandshakeError(
@@ -185,8 +210,21 @@ async def accept_handshake(
     ephemeral = EphemeralKey()
     with _handshake_failures(timeout_seconds):
         hello = await framed.receive_frame(HANDSHAKE_MAX_FRAME_BYTES)
-        dialer, channel_key_d = _parse_hello(hello, config)
-        dialer_key = _public_key(config, dialer)
+        dialer, channel_key_d, cluster_id = _parse_hello(hello)
+        if cluster_id != config.cluster_id:
+            await _refuse(framed, f"it serves cluster {config.cluster_id!r}, not {cluster_id!r}")
+            raise HandshakeError(
+                f"the peer belongs to cluster {cluster_id!r}, not {config.cluster_id!r}"
+            )
+        try:
+            dialer_key = _public_key(config, dialer)
+        except HandshakeError:
+            await _refuse(
+                framed,
+                f"its cluster.toml (cluster {config.cluster_id!r}) does not list "
+                f"{format_identity(dialer)}",
+            )
+            raise
         body = [WELCOME_TAG, HANDSHAKE_VERSION, config.cluster_id, REPLICA, me[1], _nonce(),
                 ephemeral.public]  # fmt: skip
         signature_a = signer.sign(prefix + b"acceptor|" + hello + _pack(body))
@@ -205,16 +243,38 @@ async def accept_handshake(
         return dialer
 
 
-def _parse_hello(hello: bytes, config: ClusterConfig) -> tuple[Identity, bytes]:
-    """Validate HELLO; return the identity the dialer claims (not yet proven) and its
-    channel key."""
+def _parse_hello(hello: bytes) -> tuple[Identity, bytes, str]:
+    """Validate HELLO's shape; return the identity the dialer claims (not yet proven), its
+    channel key and the cluster id it names (not yet compared with ours)."""
     _, version, cluster_id, role, index, nonce_d, channel_key_d = _unpack(hello, HELLO_TAG, 7)
     _check_version(version)
-    _check_cluster_id(cluster_id, config)
+    if type(cluster_id) is not str:
+        raise HandshakeError("the cluster id must be a string")
     dialer = _check_identity(role, index)
     _check_bytes(nonce_d, NONCE_BYTES, "nonce")
     _check_bytes(channel_key_d, CHANNEL_KEY_BYTES, "channel key")
-    return dialer, channel_key_d
+    return dialer, channel_key_d, cluster_id
+
+
+async def _refuse(framed: FramedStream, reason: str) -> None:
+    """Tell a dialer we cannot serve why, if the connection still takes it; never raises
+    for the connection's sake (the caller is refusing the peer anyway)."""
+    with contextlib.suppress(FrameError, trio.BrokenResourceError, trio.ClosedResourceError,
+                             OSError):  # fmt: skip
+        await framed.send_frame(_pack([REFUSED_TAG, reason[:MAX_REFUSAL_CHARACTERS]]))
+
+
+def _raise_if_refused(frame: bytes) -> None:
+    """Raise HandshakeRefused when the acceptor's answer is REFUSED rather than WELCOME."""
+    try:
+        fields = msgpack.unpackb(frame, raw=False, use_list=True)
+    except Exception:  # not REFUSED, whatever it is: WELCOME's parser names the problem
+        return
+    if type(fields) is list and len(fields) == 2 and fields[0] == REFUSED_TAG:
+        reason = fields[1] if type(fields[1]) is str else repr(fields[1])
+        # Printable only: the text comes from an unauthenticated peer and ends up on a terminal.
+        reason = "".join(c if c.isprintable() else "?" for c in reason[:MAX_REFUSAL_CHARACTERS])
+        raise HandshakeRefused(reason)
 
 
 # --------------------------------------------------------------------------- helpers

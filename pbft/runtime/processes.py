@@ -5,15 +5,33 @@ its own operating-system process (``python -m pbft replica DIR --id I``), so
 that killing one with SIGKILL is a real crash. A process reports its state in
 ``DATA/status.json``, which it rewrites several times a second; this module
 reads those files instead of talking to the replicas.
+
+A status file says who wrote it (``pid``) and its age says whether that
+process still writes it: a replica the user restarted by hand with ``pbft
+replica`` after the one started here exited writes the same file, so it counts
+as running again while its file is fresh and its pid alive; a replica whose
+file went stale is gone, whatever the file last said.
+
+A :class:`LocalCluster` holds ``DATA_ROOT/cluster.lock`` (an advisory
+``flock``, released by the kernel however the holder dies) while it runs, and
+checks that every replica's port is free before it starts anything: a second
+``pbft cluster`` on a folder whose replicas are running is refused in one line
+(:class:`ClusterBusy`) before it can unlink their status files or append to
+their logs. Each replica asks the kernel for SIGTERM when its parent dies
+(``PR_SET_PDEATHSIG``, Linux), so a ``kill -9`` of ``pbft cluster`` does not
+leave its replicas running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from pbft.runtime.files import ClusterFiles
+
+#: A replica rewrites its status file every 0.2 s; one this much older is stale.
+STALE_STATUS_SECONDS = 2.0
+LOCK_NAME = "cluster.lock"
+
+
+class ClusterBusy(ValueError):
+    """The cluster's replicas, or something else, already hold what a start needs."""
 
 
 class ReplicaProcess:
@@ -91,14 +117,39 @@ class ReplicaProcess:
             self.kill()
 
     def status(self) -> dict[str, Any] | None:
-        """The last status the process wrote, or None (not started, or gone)."""
+        """The last status a replica wrote here, or None (none yet, or unreadable).
+
+        ``status`` is ``exited`` or ``stopped`` once neither the process started
+        here nor one started by hand (a fresh file, a live pid) is running.
+        """
         try:
+            age_seconds = time.time() - self.status_path.stat().st_mtime
             status = json.loads(self.status_path.read_text())
         except (OSError, ValueError):
             return None
-        if not self.running:
-            status["status"] = "exited" if status.get("status") != "stopped" else "stopped"
+        if not isinstance(status, dict):
+            return None
+        if self.running:
+            return status
+        if status.get("status") != "stopped" and _written_by_live_process(status, age_seconds):
+            status["by_hand"] = True
+            return status
+        status["status"] = "exited" if status.get("status") != "stopped" else "stopped"
         return status
+
+
+def _written_by_live_process(status: dict[str, Any], age_seconds: float) -> bool:
+    """Whether the status file's writer still runs: fresh file, live pid."""
+    pid = status.get("pid")
+    if type(pid) is not int or pid <= 0 or age_seconds > STALE_STATUS_SECONDS:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -140,10 +191,30 @@ class LocalCluster:
             )
             for replica in files.replicas
         }
+        #: The descriptor holding DATA_ROOT/cluster.lock while the cluster runs.
+        self._lock: int | None = None
 
     def start(self) -> None:
+        """Start every replica; :class:`ClusterBusy` if the folder's replicas already run.
+
+        Also after a crash of every replica: the lock is still ours then, and kept.
+        """
+        held = self._lock is not None
+        if not held:
+            self._lock = hold_lock(self.data_root / LOCK_NAME)
+        try:
+            check_ports_free(self.files)
+        except ClusterBusy:
+            if not held:
+                self._release()
+            raise
         for process in self.processes.values():
             process.start()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM to every replica at once; SIGKILL to those still up after ``timeout``.
@@ -160,6 +231,7 @@ class LocalCluster:
         for process in self.processes.values():
             if process.running:
                 process.kill()
+        self._release()
 
     def statuses(self) -> dict[int, dict[str, Any] | None]:
         return {replica: process.status() for replica, process in self.processes.items()}
@@ -186,3 +258,45 @@ class LocalCluster:
             )
 
         return self.wait_until(connected, timeout)
+
+
+def hold_lock(path: Path) -> int:
+    """Take the advisory lock ``path`` and return its descriptor; :class:`ClusterBusy`, naming
+    the holder's pid, if another process has it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise ClusterBusy(
+            f"the replicas of {path.parent} are already running (process {holder} holds "
+            f"{path}): stop that pbft cluster first"
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode())
+    return descriptor
+
+
+def check_ports_free(files: ClusterFiles) -> None:
+    """:class:`ClusterBusy` naming the first replica whose address cannot be listened on.
+
+    Bound as the replica binds it (SO_REUSEADDR, so a port in TIME_WAIT counts as
+    free) and closed at once: a replica started a moment later gets the port.
+    """
+    for replica in files.replicas:
+        try:
+            for family, kind, protocol, _, address in socket.getaddrinfo(
+                replica.host, replica.port, type=socket.SOCK_STREAM
+            ):
+                with socket.socket(family, kind, protocol) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind(address)
+        except OSError as error:
+            reason = os.strerror(error.errno).lower() if error.errno else str(error)
+            hint = " (is this cluster already running?)" if error.errno == errno.EADDRINUSE else ""
+            raise ClusterBusy(
+                f"replica {replica.id}: cannot listen on {replica.host}:{replica.port}: "
+                f"{reason}{hint}"
+            ) from None

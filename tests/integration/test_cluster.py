@@ -118,7 +118,7 @@ def test_the_client_command_reads_and_writes_across_invocations(cluster: LocalCl
     got = pbft("get", "colour", "--json")  # options also after the operation
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["result"] == "green"
-    assert pbft("delete", "colour").stdout.strip() == "True"
+    assert pbft("delete", "colour").stdout.strip() == "deleted"
     assert pbft("get", "colour").stdout.strip() == "(absent)"
     refused = pbft("--client", "9", "get", "colour")
     assert refused.returncode == 2 and "clients 0..3" in refused.stderr

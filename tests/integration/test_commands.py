@@ -78,10 +78,10 @@ def test_json_logs_name_replica_view_seq_and_never_a_private_key(tmp_path: Path)
     lines = cluster.processes[1].log_path.read_text().splitlines()
     events = [json.loads(line) for line in lines if line.startswith("{")]
     kinds = {event["event"] for event in events}
-    assert {"started", "received", "sent", "prepared", "committed", "executed"} <= kinds
+    assert {"started", "receive", "send", "prepared", "committed", "executed"} <= kinds
     executed = [event for event in events if event["event"] == "executed"]
-    assert all({"ts", "node", "view", "seq"} <= set(event) for event in executed)
-    assert executed[0]["node"] == "replica 1"
+    assert all({"t", "wall_ms", "node", "view", "seq"} <= set(event) for event in executed)
+    assert executed[0]["node"] == "replica-1"
     everything = "\n".join(lines)
     for key_file in (files.directory / "keys").iterdir():
         assert key_file.read_text().strip() not in everything
