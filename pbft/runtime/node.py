@@ -17,7 +17,12 @@ Theory of operation
   effects in the :class:`~pbft.runtime.storage.SqliteJournal`, so a replica
   killed at any instant restarts from its database without contradicting
   what it sent (:meth:`Replica.recover <pbft.replica_recovery.RecoveryMixin.recover>`);
-* it writes a small ``status.json`` for ``pbft cluster`` and the tests;
+* admission control (:mod:`pbft.runtime.admission`): while the core holds
+  ``admission_requests`` requests not yet executed, the bursts read from
+  client connections are held back, so clients wait in the socket buffers
+  instead of being dropped; replica connections are never held;
+* it writes a small ``status.json`` for ``pbft cluster`` and the tests, and,
+  given a metrics server, serves Prometheus metrics (:mod:`pbft.runtime.metrics`);
 * given ``network_faults`` (see ``faults.traitors.network``), it asks them about every
   frame it sends to another replica, at :meth:`ReplicaNode.now_ms`, and drops,
   delays or duplicates the frame as told. Every node judges only what it
@@ -35,6 +40,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from pbft.config import ConfigError
@@ -53,11 +59,12 @@ from pbft.events import (
     TimerFired,
 )
 from pbft.replica import Replica
+from pbft.runtime.admission import AdmissionGate
 from pbft.runtime.eventlog import EventLog
 from pbft.runtime.evidence_store import EvidenceStore
 from pbft.runtime.files import ClusterFiles
 from pbft.runtime.framing import FramedStream
-from pbft.runtime.handshake import Identity, format_identity
+from pbft.runtime.handshake import HandshakeError, Identity, format_identity
 from pbft.runtime.limits import (
     CLIENT_QUEUE_FRAMES,
     LINK_QUEUE_FRAMES,
@@ -68,6 +75,7 @@ from pbft.runtime.limits import (
     max_frame_bytes,
 )
 from pbft.runtime.links import PeerLink, serve_connection
+from pbft.runtime.metrics import MetricsServer, NodeMetrics
 from pbft.runtime.queues import FrameQueue
 from pbft.runtime.storage import SqliteJournal
 from pbft.runtime.timers import Timers
@@ -92,6 +100,7 @@ class ReplicaNode:
         tick_seconds: float = TICK_SECONDS,
         network_faults: FaultModel | None = None,
         clock_origin: float | None = None,
+        metrics_server: MetricsServer | None = None,
     ) -> None:
         config = files.config
         if config.scheme != ED25519:
@@ -104,9 +113,15 @@ class ReplicaNode:
         self.data_dir = Path(data_dir)
         self.log = log or EventLog(f"replica {replica_id}")
         self.replica = Replica(replica_id, config, self.signer, files.params)
+        #: Holds client connections back while the core is full (never replica ones).
+        self.admission = AdmissionGate(
+            files.params.admission_requests, lambda: self.replica.requests_waiting
+        )
         self.max_frame_bytes = max_frame_bytes(files.params)
         self.client_queue_bytes = client_queue_bytes(files.params)
         self.timers = Timers(tick_seconds)
+        #: Prometheus metrics, served on ``metrics_server``; None: not kept at all.
+        self.metrics = NodeMetrics(self, metrics_server) if metrics_server is not None else None
         self.links = {
             peer.id: PeerLink(
                 config,
@@ -117,6 +132,7 @@ class ReplicaNode:
                 max_frame_bytes=self.max_frame_bytes,
                 queue_frames=LINK_QUEUE_FRAMES,
                 queue_bytes=link_queue_bytes(files.params, config),
+                on_handshake_failure=self._dial_failed if self.metrics is not None else None,
             )
             for peer in files.replicas
             if peer.id != replica_id
@@ -159,12 +175,17 @@ class ReplicaNode:
                     self.replica.last_executed,
                     address=f"{host}:{port}",
                     pid=os.getpid(),
+                    n=self.files.config.n,
+                    f=self.files.config.f,
+                    clients=len(self.files.config.client_keys),
                 )
                 for link in self.links.values():
                     nursery.start_soon(link.run)
                 nursery.start_soon(self.timers.run, self._fire)
                 nursery.start_soon(trio.serve_listeners, self._serve, listeners)
                 nursery.start_soon(self._write_status_forever)
+                if self.metrics is not None:
+                    nursery.start_soon(self.metrics.serve)
                 task_status.started(listeners[0].socket.getsockname()[1])
         finally:
             self._write_status("stopped")
@@ -181,18 +202,27 @@ class ReplicaNode:
         assert self._journal is not None
         # Durable first: nothing leaves that the database would not remember.
         self._journal.record(self.replica, effects)
+        if self.metrics is not None:
+            self.metrics.count_effects(effects)
         self.log.effects(self.replica.view, effects)
         for effect in effects:
             kind = type(effect)
             if kind is SendToReplicas:
                 frame = encode_signed(effect.message)
+                if self.log.detailed:
+                    self.log.sent(frame, self._receivers(effect.replicas), effect.message)
                 for replica in effect.replicas:
                     link = self.links.get(replica)
                     if link is not None:
                         self._send_to_replica(link, replica, frame)
             elif kind is SendToClient:
-                self._send_to_client(effect.client, encode_signed(effect.message))
+                frame = encode_signed(effect.message)
+                if self.log.detailed:
+                    self.log.sent(frame, [("client", effect.client)], effect.message)
+                self._send_to_client(effect.client, frame)
             elif kind is SendBytes:
+                if self.log.detailed:
+                    self.log.sent(effect.data, self._receivers(effect.replicas))
                 for replica in effect.replicas:
                     link = self.links.get(replica)
                     if link is not None and len(effect.data) <= self.max_frame_bytes:
@@ -203,6 +233,8 @@ class ReplicaNode:
                 self.timers.cancel(effect.name)
             elif kind is EquivocationDetected:
                 self._keep_evidence(effect)
+        # Executions may have made room for clients held back.
+        self.admission.release()
 
     def _keep_evidence(self, effect: EquivocationDetected) -> None:
         """Write the proof within the evidence folder's bounds; log it, or its first refusal."""
@@ -238,11 +270,28 @@ class ReplicaNode:
         if self.network_faults is None:
             link.send_nowait(frame)
             return
-        for delay_ms in self.network_faults.decide(self.now_ms(), self.id, replica):
+        delays_ms = self.network_faults.decide(self.now_ms(), self.id, replica)
+        if self.log.detailed and delays_ms != [0]:
+            self._log_network_fault(frame, replica, delays_ms)
+        for delay_ms in delays_ms:
             if delay_ms <= 0 or self._nursery is None:
                 link.send_nowait(frame)
             else:
                 self._nursery.start_soon(self._send_later, link, frame, delay_ms)
+
+    def _receivers(self, replicas: tuple[int, ...]) -> list[Identity]:
+        """The peers among ``replicas`` a frame goes to (never this replica itself)."""
+        return [("replica", replica) for replica in replicas if replica in self.links]
+
+    def _log_network_fault(self, frame: bytes, replica: int, delays_ms: list[int]) -> None:
+        # A drop is a partition's cut or a lost message; rules that can tell say which.
+        partitioned = getattr(self.network_faults, "partitioned", None)
+        cut = (
+            not delays_ms
+            and partitioned is not None
+            and partitioned(self.now_ms(), self.id, replica)
+        )
+        self.log.network_fault(frame, ("replica", replica), delays_ms, partitioned=bool(cut))
 
     async def _send_later(self, link: PeerLink, frame: bytes, delay_ms: int) -> None:
         await trio.sleep(delay_ms / 1000)
@@ -261,7 +310,17 @@ class ReplicaNode:
             on_connect=self._on_connect,
             on_disconnect=self._on_disconnect,
             max_frame_bytes=self.max_frame_bytes,
+            admit=self.admission.admit,
+            on_handshake_failure=self._accept_failed if self.metrics is not None else None,
         )
+
+    def _dial_failed(self, error: HandshakeError) -> None:
+        assert self.metrics is not None
+        self.metrics.handshake_failed("dialed", error)
+
+    def _accept_failed(self, error: HandshakeError) -> None:
+        assert self.metrics is not None
+        self.metrics.handshake_failed("accepted", error)
 
     def _on_frame(self, identity: Identity, frame: bytes) -> None:
         self._on_frames(identity, [frame])
@@ -272,11 +331,14 @@ class ReplicaNode:
         Group commit: the journal records the effects of every step of the burst
         in one transaction, still before any message of the burst leaves.
         """
-        sender = format_identity(identity)
         effects: list[Effect] = []
         for frame in frames:
-            self.log.received(self.replica.view, frame, sender)
-            effects += self.replica.step(Receive(frame, channel=identity))
+            step = self.replica.step(Receive(frame, channel=identity))
+            if self.log.detailed:
+                self.log.received(frame, identity, step)
+            effects += step
+        if self.metrics is not None:  # before the effects: a request's arrival, then execution
+            self.metrics.frames_from(identity, len(frames))
         self._carry_out(effects)
 
     def _on_connect(self, identity: Identity, framed: FramedStream) -> None:
@@ -346,6 +408,7 @@ class ReplicaNode:
                 "refused": self.evidence.refused,
             },
             "counters": replica.counters.snapshot(),
+            "admission": attrs.asdict(self.admission.statistics()),
         }
 
     @staticmethod
