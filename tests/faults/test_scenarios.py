@@ -45,6 +45,7 @@ view_change = false
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.toml")), ids=lambda path: path.stem)
 def test_every_scripted_scenario_meets_its_expectations(path: Path) -> None:
     report = run_scenario(load_scenario(path))

@@ -31,7 +31,8 @@ from pbft.runtime.files import (
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file permissions")
 SMALL_ORDER_KEY = "01" + "00" * 31  # the identity point: verifies forged signatures
-VALID_KEY = Ed25519Signer.generate().public_key.hex()
+# A fixed key: it appears in test ids, which pytest-xdist's workers must all collect alike.
+VALID_KEY = Ed25519Signer.from_seed(bytes(32)).public_key.hex()
 
 
 def refused(action: Callable[[], Any]) -> str:

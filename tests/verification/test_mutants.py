@@ -76,6 +76,7 @@ def test_the_honest_code_passes_the_first_30_seeds() -> None:
         assert not result.violations, (seed, [v.as_dict() for v in result.violations])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mutant", CATALOGUE, ids=[mutant.name for mutant in CATALOGUE])
 def test_the_explorer_kills_the_mutant_within_500_seeds(mutant: Mutant) -> None:
     with mutant.applied():

@@ -93,6 +93,8 @@ def test_an_arrangement_replays_identically() -> None:
     assert simulate(plan, 3 + arrangement.index).trace_hash == first.trace_hash
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("twins-n4")  # one worker computes the module's fixture once
 def test_every_n4_arrangement_over_two_views_is_safe_and_live(exhaustive: dict[str, Any]) -> None:
     """n = 4, one twinned replica, 2 views: every arrangement runs, and no checker
     (agreement, validity, linearizability, liveness after the twin falls silent) fails."""
@@ -102,6 +104,8 @@ def test_every_n4_arrangement_over_two_views_is_safe_and_live(exhaustive: dict[s
     assert exhaustive["violations"] == [], _first(exhaustive["violations"])
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("twins-n4")
 def test_the_twins_are_effective(exhaustive: dict[str, Any]) -> None:
     """A Twins run proves something only if the copies' stories collide: an honest
     replica catches the equivocation, or the view changes. A twinned primary of view 0
@@ -118,6 +122,7 @@ def test_the_twins_are_effective(exhaustive: dict[str, Any]) -> None:
     assert exhaustive["by_twinned"][1]["equivocation_detected"] > 0, exhaustive["by_twinned"]
 
 
+@pytest.mark.slow
 def test_a_sample_of_n7_arrangements_is_safe_and_live() -> None:
     """n = 7 (f = 2) with one twinned replica: the arrangements number 1.6 million, so a
     seeded sample of 100 runs; none may fail a checker."""
