@@ -79,7 +79,8 @@ def run(args: argparse.Namespace, appendix: Sequence[Appendix] = ()) -> int:
     except ValueError as error:
         print(f"pbft trace: {error}", file=sys.stderr)
         return 2
-    if events and not filter_by_seq(events, args.seq_from, args.seq_to):
+    shown = filter_by_seq(events, args.seq_from, args.seq_to) if events else []
+    if events and not shown:
         print(
             f"pbft trace: no event of {args.file} has a sequence number in "
             f"[{_bound(args.seq_from)}, {_bound(args.seq_to)}]",
@@ -103,7 +104,8 @@ def run(args: argparse.Namespace, appendix: Sequence[Appendix] = ()) -> int:
         return 1
     took = time.perf_counter() - started
     size_mb = len(page.encode()) / 1e6
-    print(f"{output}: {len(events)} events, {size_mb:.1f} MB, rendered in {took:.1f} s")
+    window = "" if len(shown) == len(events) else f" (of {len(events)} in the trace)"
+    print(f"{output}: {len(shown)} events{window}, {size_mb:.1f} MB, rendered in {took:.1f} s")
     return 0
 
 
