@@ -322,9 +322,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    # The linearizability picture is faults' code; the demo takes it as a function.
+    from faults.verification.linearizability_picture import picture_from_trace
+
     summary = run_demo(
         args.f, args.clients, args.requests, _progress(args.json), args.timeout, traitors,
-        trace=args.trace,
+        trace=args.trace, appendix=[picture_from_trace],
     )  # fmt: skip
     if args.json:
         print(json.dumps(summary))

@@ -56,6 +56,7 @@ from faults.traitors.base import Traitor
 from faults.traitors.clients import ByzantineClient
 from faults.traitors.network import NetworkFaults
 from faults.traitors.trace import report_forgeries
+from faults.verification.linearizability_picture import picture_from_trace
 from pbft.replica import Replica
 from pbft.runtime.client import NoQuorum, RemoteClient
 from pbft.runtime.eventlog import EventLog, wall_clock_ms
@@ -261,7 +262,8 @@ class _Run:
             plan={"scenario": scenario.name, "file": str(scenario.source)},
         )
         title = f"scenario {scenario.name} (real cluster, seed {self.seed})"
-        return "; ".join(write_outputs(target, header, events, title))
+        drawn = write_outputs(target, header, events, title, [picture_from_trace])
+        return "; ".join(drawn)
 
     async def _announce_partitions(self) -> None:
         """Log each partition's start and end on every replica's lane, when they happen."""

@@ -23,7 +23,7 @@ import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from pbft.runtime.eventlog import EventLog
 from pbft.runtime.files import ClusterFiles, free_loopback_ports, init_cluster
 from pbft.runtime.processes import LocalCluster
 from pbft.runtime.storage import SqliteJournal, read_history
+from pbft.trace.merge import Appendix
 
 #: Protocol settings for a demo on one machine: quick view changes.
 DEMO_PROTOCOL = {"view_change_timeout_ticks": 1000, "checkpoint_interval": 32, "log_window": 64}
@@ -97,9 +98,11 @@ def run_demo(
     timeout: float = 30.0,
     traitors: dict[int, list[str]] | None = None,
     trace: Path | None = None,
+    appendix: Sequence[Appendix] = (),
 ) -> dict[str, Any]:
     """Run the demo; ``traitors`` maps a replica id to its ``--traitor`` arguments; given
-    ``trace`` (``.html``, or ``.jsonl`` for the trace alone), trace the run there."""
+    ``trace`` (``.html``, or ``.jsonl`` for the trace alone), trace the run there, with
+    ``appendix`` drawn under its picture (see :func:`pbft.trace.merge.write_outputs`)."""
     traitors = traitors or {}
     with (
         tempfile.TemporaryDirectory(prefix="pbft-demo-") as folder,
@@ -169,7 +172,7 @@ def run_demo(
         if trace is not None:
             client_logs.close()  # flushed before they are read
             plan = {"command": "demo", "f": f, "clients": clients, "requests": requests}
-            written = _write_trace(trace, cluster, list(logs.values()), plan, traitors)
+            written = _write_trace(trace, cluster, list(logs.values()), plan, traitors, appendix)
     done = [latency * 1000 for latency in latencies if latency is not None]
     honest = {r: h for r, h in histories.items() if r not in traitors}
     safe, conflict = agreement(honest)
@@ -210,6 +213,7 @@ def _write_trace(
     client_logs: list[Path],
     plan: dict[str, Any],
     traitors: dict[int, list[str]],
+    appendix: Sequence[Appendix],
 ) -> list[str]:
     """Merge the replicas' and clients' logs into one trace; write it (and its picture)."""
     from pbft.trace.merge import merge_logs, write_outputs
@@ -224,7 +228,8 @@ def _write_trace(
         traitors={replica: " ".join(specs) for replica, specs in traitors.items()},
         plan=plan,
     )
-    return write_outputs(target, header, events, f"pbft demo: n = {n}, f = {f}, {clients} clients")
+    title = f"pbft demo: n = {n}, f = {f}, {clients} clients"
+    return write_outputs(target, header, events, title, appendix)
 
 
 def describe_executed(summary: dict[str, Any]) -> str:

@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pbft.trace.layout import filter_by_seq
-from pbft.trace.merge import load_trace
+from pbft.trace.merge import Appendix, load_trace
 from pbft.trace.render import render_html
 
 #: Draws one more picture of a run from its header and events, or None when it has nothing.
-Appendix = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]]], str | None]
 
 
 def add_parser(commands: Any) -> None:

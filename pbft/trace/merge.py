@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pbft.trace.format import TraceWriter, make_header, read_trace
+
+#: A function that draws more of a run (from its header and events) as an HTML fragment to
+#: show under the diagram, or None when it has nothing to draw.
+Appendix = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]]], str | None]
 
 #: File names a folder of process logs is searched for.
 LOG_PATTERNS = ("*.log", "*.jsonl")
@@ -190,10 +194,16 @@ def write_trace(path: Path, header: Mapping[str, Any], events: Iterable[Mapping[
 
 
 def write_outputs(
-    target: Path, header: dict[str, Any], events: list[dict[str, Any]], title: str
+    target: Path,
+    header: dict[str, Any],
+    events: list[dict[str, Any]],
+    title: str,
+    appendix: Sequence[Appendix] = (),
 ) -> list[str]:
     """Write ``target`` (``.html``: the picture and the trace as ``.jsonl`` beside it; any other
-    name: the trace alone). Returns one line per file written, or why the picture was not."""
+    name: the trace alone). ``appendix``: functions drawing more of the run under the diagram
+    (the linearizability picture, which is ``faults``' code). Returns one line per file
+    written, or why the picture was not."""
     trace_path = target if target.suffix != ".html" else target.with_suffix(".jsonl")
     write_trace(trace_path, header, events)
     written = [f"trace: {trace_path} ({len(events)} events)"]
@@ -204,6 +214,7 @@ def write_outputs(
     except ImportError:
         written.append(f"picture: not written (pbft.trace.render is not available); {target}")
         return written
-    target.write_text(render_html(header, events, title=title), encoding="utf-8")
+    fragments = [fragment for draw in appendix if (fragment := draw(header, events))]
+    target.write_text(render_html(header, events, title=title, appendix=fragments), "utf-8")
     written.append(f"picture: {target}")
     return written

@@ -62,6 +62,11 @@ def test_the_demo_writes_a_runtime_trace_and_its_picture(demo: tuple[Path, Any, 
     assert header["plan"] == {"command": "demo", "f": 1, "clients": 2, "requests": 20}
     page = (folder / "out.html").read_text(encoding="utf-8")
     assert len(page) > 1000 and "<svg" in page
+    # The clients' operations and the linearizability verdict, drawn under the diagram as
+    # `pbft trace` and the simulator draw them (the demo once left the picture out).
+    assert (
+        "Linearizability" in page and "linearizable</b>" in page and "not linearizable" not in page
+    )
 
 
 def test_every_replica_and_client_has_events_in_time_order(demo: tuple[Path, Any, Events]) -> None:
@@ -159,7 +164,8 @@ def test_a_scenario_on_real_nodes_traces_partitions_and_traitors(tmp_path: Path)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["trace"].startswith(f"trace: {tmp_path / 'run.jsonl'} (")
-    assert (tmp_path / "run.html").stat().st_size > 1000
+    page = (tmp_path / "run.html").read_text(encoding="utf-8")
+    assert len(page) > 1000 and "Linearizability" in page  # the verdict's picture too
     header, events = read_trace(tmp_path / "run.jsonl")
     assert header["traitors"] == {"3": "crash"} and header["seed"] == report["seed"]
     faults = [event for event in events if event["event"] == "fault"]
