@@ -96,7 +96,9 @@ class CatchUpMixin(_Base):
         for seq in range(first, last + 1):
             certificate = self.commit_certificates.get(seq)
             if certificate is not None:
-                self._send((request.sender,), self._sign(certificate))
+                # One a peer sent us names that peer: we sign it, so it must name us.
+                ours = CommitCertificate(certificate.pre_prepare, certificate.commits, self.id)
+                self._send((request.sender,), self._sign(ours))
                 sent = True
         return None if sent else "nothing-to-serve"
 

@@ -125,7 +125,25 @@ class GateMixin(_Base):
         if any(kept.payload == signed.payload for kept in messages):
             return "duplicate"
         messages.append(signed)
+        if self.view_active and view == self.view + 1:
+            self._follow_next_view()
         return BUFFERED
+
+    def _follow_next_view(self) -> None:
+        """f+1 replicas work in view v+1 while we work in v: ask for its NEW-VIEW.
+
+        One of them at least is correct, so v+1 started (its NEW-VIEW was sent) and we
+        missed it, as a replica does that restarts from its journal after the others
+        changed view: nobody sends VIEW-CHANGEs for v+1 any more, and clients send to
+        the new primary only, so no timer of ours would ever fire. Our VIEW-CHANGE for
+        v+1 makes the replicas in v+1 relay their NEW-VIEW (``_relay_new_view``).
+        """
+        senders = sum(
+            any(kept.message.view == self.view + 1 for kept in messages)
+            for messages in self.future.values()
+        )
+        if senders >= self.config.weak_quorum:
+            self._start_view_change(self.view + 1)
 
     @property
     def _future_share_bytes(self) -> int:

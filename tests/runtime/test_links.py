@@ -368,7 +368,11 @@ async def test_cancelling_run_closes_the_connection(autojump_clock: trio.testing
         async with trio.open_nursery() as link_nursery:
             link_nursery.start_soon(link.run)
             await server.wait_until(lambda: len(server.connects) == 1)
-            assert link.statistics().connected
+            # The acceptor counts the connection once the dialer's PROOF checks out; the
+            # dialer, once the acceptor's CONFIRM does, a moment later (mock time).
+            with trio.fail_after(10):
+                while not link.statistics().connected:
+                    await trio.sleep(0.001)
             link_nursery.cancel_scope.cancel()
         await server.wait_until(lambda: server.disconnects == [("replica", 0)])
         assert not link.statistics().connected
