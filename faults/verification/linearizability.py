@@ -103,6 +103,11 @@ def check_key(operations: Iterable[Operation], initial: Any = ABSENT) -> bool:
     ops = sorted(operations, key=lambda o: o.invoke_ms)
     count = len(ops)
     returns = [INFINITY if op.return_ms is None else op.return_ms for op in ops]
+    # later[i]: the earliest return among operations i.. (all not yet linearized past
+    # the highest one linearized), so that a step looks only at the few open below it.
+    later = [INFINITY] * (count + 1)
+    for i in range(count - 1, -1, -1):
+        later[i] = min(returns[i], later[i + 1])
     must = sum(1 << i for i, op in enumerate(ops) if op.returned)
     seen: set[tuple[int, Any]] = set()
     stack: list[tuple[int, Any]] = [(0, initial)]
@@ -113,15 +118,30 @@ def check_key(operations: Iterable[Operation], initial: Any = ABSENT) -> bool:
         if (done, state) in seen:
             continue
         seen.add((done, state))
+        top = done.bit_length()
+        below = _bits(~done & ((1 << top) - 1))  # not linearized, under the highest that is
         # Only an operation invoked before every pending one returned can go next.
-        horizon = min((returns[i] for i in range(count) if not done >> i & 1), default=INFINITY)
-        for i in range(count):
-            if done >> i & 1 or ops[i].invoke_ms > horizon:
-                continue
+        horizon = min([later[top], *(returns[i] for i in below)])
+        candidates = [i for i in below if ops[i].invoke_ms <= horizon]
+        i = top
+        while i < count and ops[i].invoke_ms <= horizon:
+            candidates.append(i)
+            i += 1
+        for i in candidates:
             ok, after = apply(ops[i], state)
             if ok:
                 stack.append((done | 1 << i, after))
     return False
+
+
+def _bits(mask: int) -> list[int]:
+    """The positions of the set bits of ``mask``, lowest first."""
+    positions = []
+    while mask:
+        low = mask & -mask
+        positions.append(low.bit_length() - 1)
+        mask ^= low
+    return positions
 
 
 def check_history(history: Iterable[Operation | Mapping[str, Any]]) -> Verdict:
