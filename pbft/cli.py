@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--f", type=int, required=True, help="faults tolerated; n = 3f+1")
     init.add_argument("--n", type=int, help="number of replicas (default: 3f+1)")
     init.add_argument(
-        "--host", default="127.0.0.1", help="address replicas listen on (default: %(default)s)"
-    )
+        "--host", action="append", metavar="HOST[,HOST...]",
+        help="address replicas listen on: one for all, or one per replica (replica i on the "
+        "i-th; repeat --host or separate with commas) (default: 127.0.0.1)",
+    )  # fmt: skip
     init.add_argument(
         "--base-port", type=int, default=7000,
         help="replica i listens on P+i (default: %(default)s)",
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--clients", type=int, default=1, help="client identities to create (default: %(default)s)"
     )
     init.add_argument("--force", action="store_true", help="replace an existing cluster")
+    _add_durability_option(init, "written to [storage] (default: normal)")
 
     replica = commands.add_parser("replica", help="run one replica of a cluster folder")
     replica.add_argument("directory", type=Path, metavar="DIR")
@@ -64,8 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BEHAVIOUR[:K=V,...]",
         help="make this replica a traitor (repeatable; see docs/faults.md)",
     )
+    replica.add_argument(
+        "--max-handshakes",
+        type=int,
+        default=64,
+        metavar="N",
+        help="client handshakes in progress at once; beyond, dialers hear 'busy' (default: 64)",
+    )
+    replica.add_argument(
+        "--max-handshakes-per-host",
+        type=int,
+        metavar="N",
+        help="of those, at most N from one source address (default: no such cap)",
+    )
     _add_log_options(replica)
     _add_metrics_options(replica, "serve Prometheus metrics on PORT (default: off)")
+    _add_durability_option(replica, "instead of cluster.toml's [storage] durability")
 
     cluster = commands.add_parser(
         "cluster", help="run every replica of a cluster here, with a live status table"
@@ -168,6 +185,16 @@ def _metrics_server(host: str, port: int) -> Any:
         ) from None
 
 
+def _add_durability_option(parser: argparse.ArgumentParser, default_help: str) -> None:
+    from pbft.config import DURABILITY_LEVELS
+
+    parser.add_argument(
+        "--durability", choices=DURABILITY_LEVELS,
+        help="normal: the journal survives the process being killed; full: also power loss, "
+        f"with a disk sync per step (docs/deploy.md); {default_help}",
+    )  # fmt: skip
+
+
 def _add_log_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-json", action="store_true", help="one JSON object per protocol event, on stderr"
@@ -193,11 +220,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not args.directory.strip():
         raise ConfigError("DIR is empty: name the folder to create, e.g. pbft init ./mycluster")
     args.directory = Path(args.directory)
+    hosts = [host.strip() for given in args.host or ["127.0.0.1"] for host in given.split(",")]
     files = init_cluster(
-        args.directory, f=args.f, host=args.host, base_port=args.base_port,
+        args.directory, f=args.f, host=hosts, base_port=args.base_port,
         clients=args.clients, n=args.n, force=args.force,
+        durability=args.durability or "normal",
     )  # fmt: skip
-    print(f"wrote {files.directory / 'cluster.toml'}: n = {files.config.n}, f = {files.config.f}")
+    print(
+        f"wrote {files.directory / 'cluster.toml'}: n = {files.config.n}, f = {files.config.f}, "
+        f"durability {files.durability}"
+    )
     for replica in files.replicas:
         print(f"  replica {replica.id}: {replica.host}:{replica.port}")
     print(
@@ -212,16 +244,25 @@ def cmd_replica(args: argparse.Namespace) -> int:
 
     from pbft.runtime.eventlog import EventLog
     from pbft.runtime.files import load_cluster
+    from pbft.runtime.handshake_slots import HandshakeSlots
     from pbft.runtime.node import ReplicaNode
     from pbft.runtime.storage import StorageError
 
     files = load_cluster(args.directory)
     if not 0 <= args.id < files.config.n:
         raise ConfigError(f"--id {args.id}: the cluster has replicas 0..{files.config.n - 1}")
+    if args.durability is not None:
+        import attrs
+
+        files = attrs.evolve(files, durability=args.durability)
     data = args.data or args.directory / "data" / f"replica-{args.id}"
     log = EventLog(f"replica {args.id}", json_lines=args.log_json, verbose=args.verbose)
+    per_host = args.max_handshakes_per_host
+    if args.max_handshakes < 1 or (per_host is not None and per_host < 1):
+        raise ConfigError("--max-handshakes and --max-handshakes-per-host: at least 1")
+    slots = HandshakeSlots(args.max_handshakes, per_host)
     metrics = _metrics_server(args.metrics_host, args.metrics_port)
-    node = ReplicaNode(files, args.id, data, log=log, metrics_server=metrics)
+    node = ReplicaNode(files, args.id, data, log=log, metrics_server=metrics, handshake_slots=slots)
     if args.traitor:
         # The composition root may wire a traitor around the honest core; the
         # core itself never imports ``faults``.

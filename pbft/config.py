@@ -18,6 +18,26 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the problem."""
 
 
+#: How hard a replica's journal insists that a step is on disk before its messages
+#: leave (``cluster.toml``'s ``[storage] durability``, ``pbft replica --durability``).
+#: "normal": SQLite ``synchronous=NORMAL`` (WAL synced only at checkpoints): survives
+#: the process being killed, not an operating-system crash or power loss.
+#: "full": ``synchronous=FULL`` (the WAL synced at every commit): survives power loss.
+#: docs/deploy.md, "Durability", says what each guarantees.
+DURABILITY_LEVELS = ("normal", "full")
+DEFAULT_DURABILITY = "normal"
+
+
+def check_durability(value: object) -> str:
+    """``value`` if it is a durability level; else :class:`ConfigError` naming the choices."""
+    if value not in DURABILITY_LEVELS:
+        shown = repr(value) if isinstance(value, str) else type(value).__name__
+        raise ConfigError(
+            f"durability must be one of {', '.join(map(repr, DURABILITY_LEVELS))}, got {shown}"
+        )
+    return value  # type: ignore[return-value]
+
+
 @attrs.frozen(slots=True)
 class ClusterConfig:
     """The members of one PBFT cluster.

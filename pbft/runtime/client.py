@@ -1,12 +1,16 @@
 """A PBFT client on the network: the sans-IO :class:`pbft.client.Client` driven by Trio.
 
 A :class:`RemoteClient` keeps one connection to every replica (dialled,
-authenticated by the handshake, re-dialled with full-jitter backoff when it
-breaks). Requests go out on them; REPLYs come back on them and are stepped
-into the core, which decides when f+1 replicas agree. Retransmission is the
-core's timer. Timestamps start from the wall clock, so that successive client
-processes with the same identity keep using increasing timestamps (replicas
-execute each (client, timestamp) at most once and ignore older ones).
+authenticated by the handshake, re-dialled with full-jitter backoff, capped at
+``reconnect_cap_seconds`` (2 s), when it breaks or the replica refuses the handshake as busy; only a
+session that lasted :data:`~pbft.runtime.links.STABLE_SESSION_SECONDS` starts
+the backoff over, so a replica restarting does not see every client at once).
+Requests go out on them; REPLYs come back on them and are stepped into the
+core, which decides when f+1 replicas agree. Retransmission is the core's
+timer (full-jitter backoff too, capped at 16 s). Timestamps start from the
+wall clock, so that successive client processes with the same identity keep
+using increasing timestamps (replicas execute each (client, timestamp) at
+most once and ignore older ones).
 
 When no quorum agrees in time, :class:`NoQuorum` says why as far as the client
 can tell (:meth:`RemoteClient.diagnosis`): each connection remembers its last
@@ -43,9 +47,15 @@ from pbft.events import (
 from pbft.runtime.eventlog import EventLog
 from pbft.runtime.files import ClusterFiles
 from pbft.runtime.framing import ConnectionClosed, FramedStream, FrameError
-from pbft.runtime.handshake import HandshakeError, HandshakeRefused, Identity, dial_handshake
+from pbft.runtime.handshake import (
+    HandshakeError,
+    HandshakeProofRejected,
+    HandshakeRefused,
+    Identity,
+    dial_handshake,
+)
 from pbft.runtime.limits import max_frame_bytes
-from pbft.runtime.links import Backoff
+from pbft.runtime.links import STABLE_SESSION_SECONDS, Backoff
 from pbft.runtime.queues import FrameQueue
 from pbft.runtime.timers import Timers
 
@@ -55,6 +65,8 @@ DEFAULT_RETRANSMIT_TICKS = 1000
 DEFAULT_MAX_RETRANSMIT_TICKS = 16_000
 #: How long a TCP connect to a replica may take.
 CONNECT_TIMEOUT_SECONDS = 5.0
+#: A connection re-dials after uniform(0, min(this, 50 ms * 2**n)) seconds (n: failures).
+RECONNECT_CAP_SECONDS = 2.0
 _CONNECTION_ERRORS = (
     OSError,
     trio.BrokenResourceError,
@@ -103,8 +115,9 @@ class ReplicaConnection:
         # Only this client's own requests queue here; a replica that does not read
         # makes them wait, at most 256 frames and one frame of the limit in bytes.
         self._queue = FrameQueue(256, client.max_frame_bytes)
-        self._backoff = Backoff()
-        self._frames_received = 0
+        self._backoff = Backoff(cap_seconds=client.reconnect_cap_seconds)
+        #: TCP connections attempted to this replica so far (tools count reconnect storms).
+        self.dials = 0
 
     def send_nowait(self, frame: bytes) -> None:
         self._queue.put_nowait(frame)  # dropped when full: the core retransmits
@@ -114,6 +127,7 @@ class ReplicaConnection:
         peer: Identity = ("replica", self.replica_id)
         host, port = files.address(self.replica_id)
         while True:
+            self.dials += 1
             try:
                 try:
                     with trio.fail_after(CONNECT_TIMEOUT_SECONDS):
@@ -124,7 +138,10 @@ class ReplicaConnection:
                 framed = FramedStream(stream, self.client.max_frame_bytes)
                 try:
                     await self._handshake(framed, peer)
+                    started = trio.current_time()
                     await self._session(framed)
+                    if trio.current_time() - started >= STABLE_SESSION_SECONDS:
+                        self._backoff.reset()  # the replica was up: start over from the base
                 finally:
                     self.connected = False
                     await trio.aclose_forcefully(framed)
@@ -139,30 +156,27 @@ class ReplicaConnection:
         except HandshakeRefused as error:
             self.problem = f"refused the handshake: {error.reason}"
             raise
+        except HandshakeProofRejected:
+            # The replica hangs up instead of confirming when our PROOF does not verify:
+            # the likely cause is a key that its cluster.toml does not have for this client.
+            self.problem = (
+                "closed the connection right after the handshake "
+                "(does its cluster.toml have this client's key?)"
+            )
+            raise
         except HandshakeError as error:
             self.problem = f"handshake failed: {error}"
             raise
         self.connected = True
-        self._backoff.reset()
 
     async def _session(self, framed: FramedStream) -> None:
-        received_before, started = self._frames_received, trio.current_time()
         # Each task handles its own connection errors and ends the session:
         # errors leaving a nursery come as exception groups.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write, framed, nursery.cancel_scope)
             await self._read(framed)
             nursery.cancel_scope.cancel()
-        if self._frames_received == received_before and trio.current_time() - started < 1:
-            # A replica that cannot verify our PROOF closes the connection at once
-            # without a word (the handshake has finished on our side): the likely cause
-            # is a key that its cluster.toml does not have for this client.
-            self.problem = (
-                "closed the connection right after the handshake "
-                "(does its cluster.toml have this client's key?)"
-            )
-        else:
-            self.problem = "closed the connection"
+        self.problem = "closed the connection"
 
     async def _write(self, framed: FramedStream, session: trio.CancelScope) -> None:
         try:
@@ -175,7 +189,6 @@ class ReplicaConnection:
         try:
             while True:
                 frame = await framed.receive_frame()
-                self._frames_received += 1
                 self.client._step(Receive(frame, channel=("replica", self.replica_id)))
         except _CONNECTION_ERRORS:
             return
@@ -192,6 +205,7 @@ class RemoteClient:
         retransmit_ticks: int = DEFAULT_RETRANSMIT_TICKS,
         max_retransmit_ticks: int | None = DEFAULT_MAX_RETRANSMIT_TICKS,
         log: EventLog | None = None,
+        reconnect_cap_seconds: float = RECONNECT_CAP_SECONDS,
     ) -> None:
         if files.config.scheme != ED25519:
             raise ConfigError("the runtime signs with Ed25519 only")
@@ -202,6 +216,8 @@ class RemoteClient:
         self.me: Identity = ("client", client_id)
         self.signer = signer or files.load_signer("client", client_id)
         self.max_frame_bytes = max_frame_bytes(files.params)
+        #: The longest a connection waits between two dials (full jitter below it).
+        self.reconnect_cap_seconds = reconnect_cap_seconds
         self.core = Client(
             client_id,
             files.config,

@@ -66,6 +66,9 @@ NOTABLE = {
     "stopped",
     "equivocation",
     "error",
+    "handshake-failed",
+    "input-rejected",
+    "connection-refused",
     "traitor",
 }
 

@@ -11,7 +11,9 @@ cluster is started from::
         client-0.key
 
 ``cluster.toml`` holds the cluster id, f, optional ``[protocol]`` tuning (any
-:class:`~pbft.config.ProtocolParams` field), one ``[[replica]]`` table per
+:class:`~pbft.config.ProtocolParams` field), an optional ``[storage]`` table
+(``durability = "normal"`` or ``"full"``, :data:`pbft.config.DURABILITY_LEVELS`;
+"normal" when absent), one ``[[replica]]`` table per
 replica (id, host, port, public key) and one ``[[client]]`` table per client
 (id, public key). It is public: it can be copied to every machine as it is.
 
@@ -49,7 +51,13 @@ from typing import Any, NoReturn
 
 import attrs
 
-from pbft.config import ClusterConfig, ConfigError, ProtocolParams
+from pbft.config import (
+    DEFAULT_DURABILITY,
+    ClusterConfig,
+    ConfigError,
+    ProtocolParams,
+    check_durability,
+)
 from pbft.crypto import Ed25519Signer, UnsafeKeyError, check_public_key
 from pbft.runtime.limits import check_limits
 
@@ -58,7 +66,8 @@ KEYS_NAME = "keys"
 ROLES = ("replica", "client")
 PROTOCOL_FIELDS = tuple(field.name for field in attrs.fields(ProtocolParams))
 
-_TOP_LEVEL_KEYS = ("cluster_id", "f", "protocol", "replica", "client")
+_TOP_LEVEL_KEYS = ("cluster_id", "f", "protocol", "storage", "replica", "client")
+_STORAGE_KEYS = ("durability",)
 _ENTRY_KEYS = {"replica": ("id", "host", "port", "public_key"), "client": ("id", "public_key")}
 _MISSING_HINTS = {
     "replica": "no [[replica]] tables (each replica needs one)",
@@ -100,6 +109,8 @@ class ClusterFiles:
     params: ProtocolParams
     #: Sorted by id, so ``replicas[i].id == i``.
     replicas: tuple[ReplicaAddress, ...]
+    #: ``[storage] durability``: how the replicas' journals sync (pbft.config.DURABILITY_LEVELS).
+    durability: str = DEFAULT_DURABILITY
 
     def address(self, replica_id: int) -> tuple[str, int]:
         """The (host, port) that replica ``replica_id`` listens on."""
@@ -180,7 +191,7 @@ def load_cluster(directory: Path) -> ClusterFiles:
         line = re.search(r"at line ([0-9]+)", str(error))
         _fail(CONFIG_NAME if line is None else f"{CONFIG_NAME}: line {line[1]}", f"{error}")
     config, params, replicas = _parse_document(document)
-    return ClusterFiles(directory, config, params, replicas)
+    return ClusterFiles(directory, config, params, replicas, _parse_storage(document))
 
 
 def _parse_document(
@@ -221,6 +232,18 @@ def _parse_protocol(table: object) -> ProtocolParams:
     values = {name: _integer(table, name, where) for name in table}
     try:
         return ProtocolParams(**values)
+    except ConfigError as error:
+        _fail(where, str(error))
+
+
+def _parse_storage(document: Mapping[str, Any]) -> str:
+    table = document.get("storage", {})
+    where = f"{CONFIG_NAME}: [storage]"
+    if not isinstance(table, dict):
+        _fail(CONFIG_NAME, f"storage must be a [storage] table, got {_describe(table)}")
+    _check_keys(table, where, _STORAGE_KEYS, required=())
+    try:
+        return check_durability(table.get("durability", DEFAULT_DURABILITY))
     except ConfigError as error:
         _fail(where, str(error))
 
@@ -349,15 +372,19 @@ def _describe(value: object) -> str:
 def init_cluster(
     directory: Path,
     f: int,
-    host: str = "127.0.0.1",
+    host: str | Sequence[str] = "127.0.0.1",
     base_port: int = 7000,
     clients: int = 1,
     n: int | None = None,
     ports: Sequence[int] | None = None,
     protocol: Mapping[str, int] | None = None,
     force: bool = False,
+    durability: str = DEFAULT_DURABILITY,
 ) -> ClusterFiles:
     """Create a cluster folder with fresh keys; replica i listens on ``base_port + i``.
+
+    ``host`` is one address for every replica, or one per replica (replica i on
+    the i-th: one machine each). ``durability`` goes into ``[storage]``.
 
     Everything is checked, with the same rules :func:`load_cluster` applies,
     before anything is written. An existing non-empty ``cluster.toml`` or
@@ -381,19 +408,26 @@ def init_cluster(
         ports = [base_port + i for i in range(n)]
     if len(ports) != n:
         _fail(CONFIG_NAME, f"{len(ports)} ports given for n = {n} replicas")
+    hosts = [host] * n if isinstance(host, str) else list(host)
+    if len(hosts) == 1:
+        hosts *= n
+    if len(hosts) != n:
+        _fail(CONFIG_NAME, f"{len(hosts)} hosts given for n = {n} replicas (give 1 or {n})")
     replica_signers = [Ed25519Signer.generate() for _ in range(n)]
     client_signers = [Ed25519Signer.generate() for _ in range(clients)]
     document: dict[str, Any] = {"cluster_id": secrets.token_hex(8), "f": f}
     if protocol:
         document["protocol"] = dict(protocol)
+    document["storage"] = {"durability": durability}
     document["replica"] = [
-        {"id": i, "host": host, "port": port, "public_key": signer.public_key.hex()}
-        for i, (port, signer) in enumerate(zip(ports, replica_signers, strict=True))
+        {"id": i, "host": address, "port": port, "public_key": signer.public_key.hex()}
+        for i, (address, port, signer) in enumerate(zip(hosts, ports, replica_signers, strict=True))
     ]
     document["client"] = [
         {"id": c, "public_key": signer.public_key.hex()} for c, signer in enumerate(client_signers)
     ]
     _parse_document(document)
+    _parse_storage(document)
     try:
         _check_replaceable(directory, force)
         _write_cluster(directory, document, replica_signers, client_signers)

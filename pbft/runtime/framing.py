@@ -111,15 +111,20 @@ class FramedStream:
                 raise ConnectionClosed("the peer closed the connection")
             self._received += data
 
-    async def receive_frames(self, max_frames: int = 256) -> list[bytes]:
+    async def receive_frames(
+        self, max_frames: int = 256, max_frame_bytes: int | None = None
+    ) -> list[bytes]:
         """Wait for one frame, then return it with every complete frame already buffered.
 
         One ``receive_some`` often brings many frames under load; handing them
         over together lets the receiver step them in one go (one journal
         transaction, one write per peer) instead of one task switch per frame.
+        ``max_frame_bytes`` lowers the limit for these frames, as in
+        :meth:`receive_frame` (a replica reads a client's frames within the
+        client bound, :func:`pbft.runtime.limits.client_frame_bytes`).
         """
-        frames = [await self.receive_frame()]
-        limit = self.max_frame_bytes
+        limit = self.max_frame_bytes if max_frame_bytes is None else max_frame_bytes
+        frames = [await self.receive_frame(limit)]
         while len(frames) < max_frames:
             frame = self._take_frame(limit)
             if frame is None:

@@ -9,6 +9,8 @@ a peer can make grow is therefore bounded in bytes, and every bound comes from
 them all (docs/runtime.md, "Bounded resources"):
 
 * a frame is at most ``max_message_bytes`` plus :data:`FRAME_OVERHEAD_BYTES`;
+  a frame from a client at most :func:`client_frame_bytes` (its signed REQUEST
+  or READ), so that each client connection's read buffer stays small;
 * a peer link's queue holds at most :func:`link_queue_bytes`: two of the
   largest messages an honest replica sends (a NEW-VIEW,
   :func:`pbft.bounds.message_bounds`), and never less than one
@@ -41,6 +43,20 @@ EVIDENCE_SENDER_MIN_BYTES = 1024 * 1024
 def max_frame_bytes(params: ProtocolParams) -> int:
     """The largest frame replicas and clients send or accept."""
     return params.max_message_bytes + FRAME_OVERHEAD_BYTES
+
+
+def client_frame_bytes(params: ProtocolParams, config: ClusterConfig) -> int:
+    """The largest frame a replica reads from a client: a signed REQUEST or READ.
+
+    A client's channel carries only its own REQUESTs and READs (:mod:`pbft.auth`),
+    whose payloads are at most ``max_request_bytes`` (:func:`pbft.bounds.message_bounds`);
+    the signature and the envelope take the rest. An honest client refuses to sign
+    a larger request (:class:`pbft.client.Client`), so a larger frame ends the
+    connection. About 5 KiB at the defaults, instead of :func:`max_frame_bytes`.
+    """
+    bounds = message_bounds(config, params)
+    signed = bounds.request + bounds.signature + FRAME_OVERHEAD_BYTES
+    return min(signed, max_frame_bytes(params))
 
 
 def link_queue_bytes(params: ProtocolParams, config: ClusterConfig) -> int:

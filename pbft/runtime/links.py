@@ -32,8 +32,12 @@ written when the connection broke are lost.
 Reconnection uses :class:`Backoff`, exponential backoff with *full jitter*
 (AWS Architecture Blog, "Exponential Backoff and Jitter"): the n-th retry
 sleeps ``uniform(0, min(cap, base * 2**n))``, which spreads the reconnection
-storm after a replica restarts. A completed handshake proves the peer is up
-again and resets the backoff.
+storm after a replica restarts. Every failure counts: a refused connect, a
+failed handshake (an acceptor that refuses as ``busy`` asks for exactly this,
+:mod:`pbft.runtime.handshake_slots`) and a session that ended. Only a session
+that lasted :data:`STABLE_SESSION_SECONDS` proves the peer is up again and
+resets the backoff, so a peer that accepts and drops connections in a loop is
+not re-dialled ever faster.
 
 :func:`serve_connection` is the acceptor side of one connection: handshake,
 then every frame is handed to ``on_frame`` with the identity the peer
@@ -62,6 +66,7 @@ from pbft.runtime.framing import (
     FrameError,
 )
 from pbft.runtime.handshake import (
+    REPLICA,
     HandshakeError,
     Identity,
     accept_handshake,
@@ -69,6 +74,7 @@ from pbft.runtime.handshake import (
     dial_handshake,
     format_identity,
 )
+from pbft.runtime.handshake_slots import HandshakeSlots
 from pbft.runtime.queues import FrameQueue
 
 logger = logging.getLogger("pbft.runtime.transport")
@@ -79,6 +85,8 @@ BATCH_MAX_FRAMES = 512
 BATCH_MAX_BYTES = 1024 * 1024
 #: How long a TCP connect may take before it counts as a failure.
 CONNECT_TIMEOUT_SECONDS = 5.0
+#: A session that lasted this long proves the peer is up again: the backoff starts over.
+STABLE_SESSION_SECONDS = 1.0
 
 #: Everything a connection can fail with because of the network or the peer.
 _CONNECTION_ERRORS = (
@@ -219,12 +227,15 @@ class PeerLink:
         """Keep a connection to the peer and write queued frames to it, until cancelled."""
         while True:
             framed = await self._establish()
+            started = trio.current_time()
             try:
                 await self._session(framed)
             finally:
                 self._connected = False
                 await trio.aclose_forcefully(framed)
             self._failures += 1
+            if trio.current_time() - started >= STABLE_SESSION_SECONDS:
+                self._backoff.reset()
             await trio.sleep(self._backoff.next_delay())
 
     async def _establish(self) -> FramedStream:
@@ -234,7 +245,6 @@ class PeerLink:
             if framed is not None:
                 self._connects += 1
                 self._connected = True
-                self._backoff.reset()
                 return framed
             self._failures += 1
             await trio.sleep(self._backoff.next_delay())
@@ -310,6 +320,9 @@ async def serve_connection(
     on_frames: Callable[[Identity, list[bytes]], None] | None = None,
     admit: Callable[[Identity], Awaitable[None]] | None = None,
     on_handshake_failure: Callable[[HandshakeError], None] | None = None,
+    slots: HandshakeSlots | None = None,
+    host: str = "unknown",
+    max_client_frame_bytes: int | None = None,
 ) -> None:
     """Serve one accepted connection: handshake, then hand every frame to ``on_frame``.
 
@@ -321,7 +334,13 @@ async def serve_connection(
     ``admit(identity)`` returns; meanwhile the connection is not read, so the
     peer's further frames wait in the socket buffers (backpressure, never a
     drop: :mod:`pbft.runtime.admission`). ``on_handshake_failure`` is told of
-    a handshake that failed (the node's metrics count them by reason).
+    a handshake that failed (the node's metrics count them by reason). Given
+    ``slots``, the handshake waits for none: beyond the caps it is refused as
+    busy (:mod:`pbft.runtime.handshake_slots`; ``host`` is the peer's address).
+    Given ``max_client_frame_bytes``, a dialer that proved to be a client may
+    send frames of at most that many bytes (its REQUESTs and READs:
+    :func:`pbft.runtime.limits.client_frame_bytes`), not ``max_frame_bytes``;
+    a larger one ends the connection before its body is read.
 
     Returns when the connection ends, for whatever reason the peer or the
     network caused; the stream is always closed. Errors raised by the
@@ -330,18 +349,23 @@ async def serve_connection(
     framed = FramedStream(stream, max_frame_bytes)
     dialer: Identity | None = None
     try:
-        dialer = await accept_handshake(framed, config, me, signer, verifier)
+        dialer = await accept_handshake(
+            framed, config, me, signer, verifier, slots=slots, host=host
+        )
         logger.debug("%s: %s connected", format_identity(me), format_identity(dialer))
+        limit = max_frame_bytes
+        if max_client_frame_bytes is not None and dialer[0] != REPLICA:
+            limit = min(limit, max_client_frame_bytes)
         if on_connect is not None:
             on_connect(dialer, framed)
         if on_frames is not None:
             while True:
-                frames = await framed.receive_frames()
+                frames = await framed.receive_frames(max_frame_bytes=limit)
                 if admit is not None:
                     await admit(dialer)
                 on_frames(dialer, frames)
         while True:
-            frame = await framed.receive_frame()
+            frame = await framed.receive_frame(limit)
             if admit is not None:
                 await admit(dialer)
             on_frame(dialer, frame)

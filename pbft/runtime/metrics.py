@@ -28,8 +28,8 @@ own connection) to the moment that replica executed it. A backup that only
 learns of a request from the primary's PRE-PREPARE observes nothing.
 
 Handshake failures are counted by direction (``accepted``: a peer dialed us;
-``dialed``: our link to a peer replica) and by a reason drawn from the
-:class:`~pbft.runtime.handshake.HandshakeError`'s message
+``dialed``: our link to a peer replica) and by the fixed label each
+:class:`~pbft.runtime.handshake.HandshakeError` carries
 (:func:`handshake_failure_reason`), so the label takes a handful of values.
 """
 
@@ -72,6 +72,8 @@ MAX_ARRIVALS_PER_CLIENT = 4
 
 #: Handshake failure reasons, by a phrase of HandshakeError's message (first match wins).
 _HANDSHAKE_REASONS = (
+    ("refused as busy", "busy"),  # we refused: too many handshakes in progress
+    ("refused the handshake: busy", "busy"),  # a peer refused us: we back off
     ("refused the handshake", "refused"),
     ("timed out", "timeout"),
     ("closed the connection", "closed"),
@@ -85,11 +87,14 @@ _HANDSHAKE_REASONS = (
 
 
 def handshake_failure_reason(error: HandshakeError) -> str:
-    """A short, bounded label for why a handshake failed; ``malformed`` for the rest.
+    """A short, bounded label for why a handshake failed: its ``label``, given where it
+    was raised; for an error without one, by a phrase of its message, ``malformed`` for the rest.
 
     Every other HandshakeError is about the shape of a message (fields, lengths,
     encoding, roles, keys), which only a broken or hostile peer gets wrong.
     """
+    if error.label is not None:  # set where it was raised: never read from a peer's text
+        return error.label
     text = str(error)
     for phrase, reason in _HANDSHAKE_REASONS:
         if phrase in text:
@@ -227,6 +232,8 @@ class NodeMetrics:
             "store_limits": replica.store_limits(),
             "links": {peer: link.statistics() for peer, link in node.links.items()},
             "clients_connected": len(node._clients),
+            "connections_accepted": node.connections_accepted,
+            "handshakes_in_progress": node.handshake_slots.in_progress,
         }
 
 
@@ -329,6 +336,10 @@ def _connection_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
         yield _counter(name, documentation, ["peer"], values)
     yield _counter("pbft_handshake_failures", "Failed handshakes, by direction and reason",
                    ["direction", "reason"], snapshot["handshake_failures"])  # fmt: skip
+    yield CounterMetricFamily("pbft_connections_accepted", "TCP connections accepted",
+                              value=snapshot["connections_accepted"])  # fmt: skip
+    yield _gauge("pbft_handshakes_in_progress", "Accepted handshakes holding a slot now",
+                 snapshot["handshakes_in_progress"])  # fmt: skip
 
 
 class _QuietHandler(WSGIRequestHandler):

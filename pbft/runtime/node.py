@@ -5,8 +5,14 @@ Theory of operation
 :class:`ReplicaNode` is a thin nursery around one :class:`pbft.replica.Replica`:
 
 * it listens on TCP; every accepted connection is authenticated by the
-  handshake (:func:`pbft.runtime.links.serve_connection`) and each frame is
-  stepped into the core as ``Receive(frame, channel=identity)``; the frames
+  handshake (:func:`pbft.runtime.links.serve_connection`; at most
+  ``handshake_slots`` at once, :mod:`pbft.runtime.handshake_slots`, beyond
+  which a dialer is refused as busy and backs off; at most a budget of
+  connections below the descriptor limit, :mod:`pbft.runtime.descriptors`,
+  beyond which a connection is closed unserved, part of it kept from clients;
+  one live connection per principal, the newest, :mod:`pbft.runtime.sessions`;
+  a client's frames within :func:`~pbft.runtime.limits.client_frame_bytes`) and
+  each frame is stepped into the core as ``Receive(frame, channel=identity)``; the frames
   one socket read completed are stepped together and journalled in one
   transaction (group commit) before any of their messages leaves;
 * it keeps one outgoing :class:`~pbft.runtime.links.PeerLink` per peer
@@ -21,6 +27,9 @@ Theory of operation
   ``admission_requests`` requests not yet executed, the bursts read from
   client connections are held back, so clients wait in the socket buffers
   instead of being dropped; replica connections are never held;
+* it logs refusals of a peer's input (failed handshakes, dropped frames,
+  refused connections, reconnections) at most once per peer, reason and
+  interval (:mod:`pbft.runtime.ratelimit`), never once per hostile input;
 * it writes a small ``status.json`` for ``pbft cluster`` and the tests, and,
   given a metrics server, serves Prometheus metrics (:mod:`pbft.runtime.metrics`);
 * given ``network_faults`` (see ``faults.traitors.network``), it asks them about every
@@ -60,15 +69,21 @@ from pbft.events import (
 )
 from pbft.replica import Replica
 from pbft.runtime.admission import AdmissionGate
+from pbft.runtime.descriptors import (
+    ConnectionSlots,
+    connection_budget,
+    raise_open_files_limit,
+    replica_reserve,
+)
 from pbft.runtime.eventlog import EventLog
 from pbft.runtime.evidence_store import EvidenceStore
 from pbft.runtime.files import ClusterFiles
-from pbft.runtime.framing import FramedStream
-from pbft.runtime.handshake import HandshakeError, Identity, format_identity
+from pbft.runtime.handshake import HandshakeError, Identity
+from pbft.runtime.handshake_slots import HandshakeSlots
 from pbft.runtime.limits import (
-    CLIENT_QUEUE_FRAMES,
     LINK_QUEUE_FRAMES,
     check_limits,
+    client_frame_bytes,
     client_queue_bytes,
     evidence_sender_bytes,
     link_queue_bytes,
@@ -76,7 +91,8 @@ from pbft.runtime.limits import (
 )
 from pbft.runtime.links import PeerLink, serve_connection
 from pbft.runtime.metrics import MetricsServer, NodeMetrics
-from pbft.runtime.queues import FrameQueue
+from pbft.runtime.ratelimit import RejectionLog
+from pbft.runtime.sessions import Session, Sessions
 from pbft.runtime.storage import SqliteJournal
 from pbft.runtime.timers import Timers
 from pbft.simnet import FaultModel
@@ -101,6 +117,7 @@ class ReplicaNode:
         network_faults: FaultModel | None = None,
         clock_origin: float | None = None,
         metrics_server: MetricsServer | None = None,
+        handshake_slots: HandshakeSlots | None = None,
     ) -> None:
         config = files.config
         if config.scheme != ED25519:
@@ -112,13 +129,19 @@ class ReplicaNode:
         self.signer = signer or files.load_signer("replica", replica_id)
         self.data_dir = Path(data_dir)
         self.log = log or EventLog(f"replica {replica_id}")
+        #: Refused handshakes and frames, (dis)connections: one line per peer and reason a while.
+        self.rejections = RejectionLog(self.log)
+        # Connections served at once, capped below the descriptor limit (a flood of
+        # connections must not starve the journal and status files: :mod:`.descriptors`).
+        budget = connection_budget(raise_open_files_limit())
+        slots = ConnectionSlots(budget, replica_reserve(budget, config.n))
         self.replica = Replica(replica_id, config, self.signer, files.params)
         #: Holds client connections back while the core is full (never replica ones).
         self.admission = AdmissionGate(
             files.params.admission_requests, lambda: self.replica.requests_waiting
         )
         self.max_frame_bytes = max_frame_bytes(files.params)
-        self.client_queue_bytes = client_queue_bytes(files.params)
+        self.client_frame_bytes = client_frame_bytes(files.params, config)
         self.timers = Timers(tick_seconds)
         #: Prometheus metrics, served on ``metrics_server``; None: not kept at all.
         self.metrics = NodeMetrics(self, metrics_server) if metrics_server is not None else None
@@ -137,7 +160,10 @@ class ReplicaNode:
             for peer in files.replicas
             if peer.id != replica_id
         }
-        self._clients: dict[int, tuple[FramedStream, FrameQueue]] = {}
+        #: Accepted connections: one per principal, clients within their share.
+        self.sessions = Sessions(slots, self.rejections, client_queue_bytes(files.params))
+        #: Caps the handshakes in progress; beyond it a dialer is refused as busy.
+        self.handshake_slots = handshake_slots or HandshakeSlots()
         self._journal: SqliteJournal | None = None
         self._nursery: trio.Nursery | None = None
         self.status_path = self.data_dir / "status.json"
@@ -162,11 +188,15 @@ class ReplicaNode:
         host, port = self.files.address(self.id)
         listeners = await trio.open_tcp_listeners(port, host=host)
         self._journal = SqliteJournal(
-            self.data_dir / "replica.db", self.files.config.cluster_id, self.id
+            self.data_dir / "replica.db",
+            self.files.config.cluster_id,
+            self.id,
+            durability=self.files.durability,
+            replicas=self.files.config.n,
         )
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self._nursery = self.sessions.nursery = nursery
                 state = self._journal.load()
                 self._carry_out(self.replica.recover(state))
                 self.log.event(
@@ -219,7 +249,7 @@ class ReplicaNode:
                 frame = encode_signed(effect.message)
                 if self.log.detailed:
                     self.log.sent(frame, [("client", effect.client)], effect.message)
-                self._send_to_client(effect.client, frame)
+                self.sessions.send_to_client(effect.client, frame)
             elif kind is SendBytes:
                 if self.log.detailed:
                     self.log.sent(effect.data, self._receivers(effect.replicas))
@@ -299,7 +329,29 @@ class ReplicaNode:
 
     # -------------------------------------------------------------- connections
 
+    @property
+    def connection_slots(self) -> ConnectionSlots:
+        """Connections served at once, and how many clients hold (:mod:`.descriptors`)."""
+        return self.sessions.slots
+
+    @connection_slots.setter
+    def connection_slots(self, slots: ConnectionSlots) -> None:
+        self.sessions.slots = slots
+
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted so far (every attempt that reached us)."""
+        return self.sessions.accepted
+
+    @property
+    def _clients(self) -> dict[int, Session]:
+        """The clients connected now (their live sessions)."""
+        return self.sessions.clients
+
     async def _serve(self, stream: trio.abc.Stream) -> None:
+        await self.sessions.serve(stream, self._serve_connection)
+
+    async def _serve_connection(self, stream: trio.abc.Stream, session: Session) -> None:
         await serve_connection(
             stream,
             self.files.config,
@@ -307,20 +359,24 @@ class ReplicaNode:
             self.signer,
             on_frame=self._on_frame,
             on_frames=self._on_frames,
-            on_connect=self._on_connect,
-            on_disconnect=self._on_disconnect,
+            on_connect=lambda identity, framed: self.sessions.connected(session, identity, framed),
+            on_disconnect=lambda identity: self.sessions.disconnected(session, identity),
             max_frame_bytes=self.max_frame_bytes,
+            max_client_frame_bytes=self.client_frame_bytes,
             admit=self.admission.admit,
-            on_handshake_failure=self._accept_failed if self.metrics is not None else None,
+            on_handshake_failure=lambda error: self._accept_failed(session.address, error),
+            slots=self.handshake_slots,
+            host=session.address,
         )
 
     def _dial_failed(self, error: HandshakeError) -> None:
         assert self.metrics is not None
         self.metrics.handshake_failed("dialed", error)
 
-    def _accept_failed(self, error: HandshakeError) -> None:
-        assert self.metrics is not None
-        self.metrics.handshake_failed("accepted", error)
+    def _accept_failed(self, address: str, error: HandshakeError) -> None:
+        if self.metrics is not None:
+            self.metrics.handshake_failed("accepted", error)
+        self.rejections.handshake_failed(address, error)
 
     def _on_frame(self, identity: Identity, frame: bytes) -> None:
         self._on_frames(identity, [frame])
@@ -336,47 +392,12 @@ class ReplicaNode:
             step = self.replica.step(Receive(frame, channel=identity))
             if self.log.detailed:
                 self.log.received(frame, identity, step)
+            else:
+                self.rejections.dropped(identity, step)
             effects += step
         if self.metrics is not None:  # before the effects: a request's arrival, then execution
             self.metrics.frames_from(identity, len(frames))
         self._carry_out(effects)
-
-    def _on_connect(self, identity: Identity, framed: FramedStream) -> None:
-        self.log.event("connected", peer=format_identity(identity))
-        role, principal = identity
-        if role != "client":
-            return
-        queue = FrameQueue(CLIENT_QUEUE_FRAMES, self.client_queue_bytes)
-        previous = self._clients.get(principal)
-        if previous is not None:
-            previous[1].close()
-        self._clients[principal] = (framed, queue)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._write_to_client, framed, queue)
-
-    def _on_disconnect(self, identity: Identity) -> None:
-        self.log.event("disconnected", peer=format_identity(identity))
-        role, principal = identity
-        entry = self._clients.get(principal) if role == "client" else None
-        if entry is not None:
-            entry[1].close()  # its writer task ends and forgets the connection
-
-    def _send_to_client(self, client: int, frame: bytes) -> None:
-        entry = self._clients.get(client)
-        if entry is None:
-            return  # not connected: the client retransmits and gets the cached reply
-        # A client that does not read loses replies (dropped, counted), never the replica's time.
-        entry[1].put_nowait(frame)
-
-    async def _write_to_client(self, framed: FramedStream, queue: FrameQueue) -> None:
-        try:
-            while True:
-                await framed.send_frames(await queue.get_batch(256, 1024 * 1024))
-        except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        for client, (known, _) in list(self._clients.items()):
-            if known is framed:
-                del self._clients[client]
 
     # ------------------------------------------------------------------- status
 
@@ -409,6 +430,14 @@ class ReplicaNode:
             },
             "counters": replica.counters.snapshot(),
             "admission": attrs.asdict(self.admission.statistics()),
+            "connections": {
+                "served": self.connection_slots.in_use,
+                "peak": self.connection_slots.peak,
+                "refused": self.connection_slots.refused,
+                "clients": self.connection_slots.clients,
+                "clients_refused": self.connection_slots.clients_refused,
+                "replaced": self.sessions.replaced,
+            },
         }
 
     @staticmethod
@@ -428,5 +457,9 @@ class ReplicaNode:
 
     async def _write_status_forever(self) -> None:
         while True:
-            self._write_status()
+            self.rejections.flush()  # the count of lines held back from other peers, if due
+            try:
+                self._write_status()
+            except OSError as error:  # out of descriptors or disk: the status is only a report
+                self.rejections.status_not_written(error)
             await trio.sleep(STATUS_INTERVAL_SECONDS)

@@ -8,12 +8,24 @@ or once with the effects of a burst of steps (group commit), and *before*
 sending anything, so a message never leaves that the database does not
 remember; each call is one transaction.
 
-WAL mode with ``synchronous=NORMAL`` survives the process being killed (even
-with SIGKILL): a committed transaction is in the WAL file, which the next open
-replays. On a power failure it may lose the last transactions, including
-ones whose messages already left: a replica restarted after that could
-contradict itself, so it must then count as one of the f faulty replicas.
-``synchronous=FULL`` (an fsync per step) closes that gap at a cost in speed.
+The ``durability`` setting (``cluster.toml``'s ``[storage]`` table) picks
+SQLite's ``synchronous`` mode. WAL mode with ``synchronous=NORMAL`` (the default)
+survives the process being killed (even with SIGKILL): a committed transaction
+is in the WAL file, which the next open replays. On an operating-system crash
+or power failure it may lose the last transactions, including ones whose
+messages already left: a replica restarted after that could contradict
+itself, so it must then count as one of the f faulty replicas.
+``synchronous=FULL`` (an fsync of the WAL per transaction) closes that gap at a
+cost in speed. docs/deploy.md, "Durability", says exactly what each guarantees.
+
+A database is checked before it is used (:mod:`pbft.runtime.storage_check`):
+SQLite's ``integrity_check``, the schema, the owner and the decoded contents,
+through a read-only connection. A damaged one is refused with one line
+(:class:`StorageError`), never repaired and never written to (nor its log).
+A new database is created whole: built beside it as ``replica.db.new`` (tables
+and owner), synced, renamed into place and the folder synced; so an existing
+file without the tables is damaged, never taken for new. A crash before the
+rename leaves only the ``.new`` file, which the next start removes.
 
 Tables:
 
@@ -28,19 +40,27 @@ Tables:
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from pbft.config import DEFAULT_DURABILITY, check_durability
 from pbft.encoding import decode_certificate, decode_signed, encode_certificate, encode_signed
 from pbft.events import Effect, Executed
 from pbft.journal import changes, is_stale_view_message, message_seq
 from pbft.replica_recovery import DurableState
+from pbft.runtime.storage_check import StorageError, check_file, check_journal, read_only
 
 if TYPE_CHECKING:
     from pbft.replica import Replica
+
+__all__ = ["SCHEMA", "SqliteJournal", "StorageError", "read_history"]
+
+#: ``durability`` -> SQLite's ``PRAGMA synchronous``.
+SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
@@ -55,35 +75,52 @@ CREATE TABLE IF NOT EXISTS history (
 """
 
 
-class StorageError(RuntimeError):
-    """The database cannot be used for this replica; the message says why."""
-
-
 class SqliteJournal:
-    """The durable state of one replica, in ``PATH`` (created if missing)."""
+    """The durable state of one replica, in ``PATH`` (created if missing).
 
-    def __init__(self, path: Path | str, cluster_id: str, replica_id: int) -> None:
+    An existing database is checked first, read-only (:mod:`pbft.runtime.storage_check`):
+    a damaged one, or one of another replica or cluster, raises
+    :class:`StorageError` and is left as it is, byte for byte.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        cluster_id: str,
+        replica_id: int,
+        durability: str = DEFAULT_DURABILITY,
+        replicas: int | None = None,
+    ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        #: The cluster's n, when known: every journalled message must come from a member.
+        self.replicas = replicas
+        self.durability = check_durability(durability)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not check_file(self.path):
+                _create(self.path, cluster_id, replica_id)
+            meta = check_journal(self.path, (cluster_id, replica_id), self.replicas)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            where = f" ({error.filename})" if error.filename not in (None, str(self.path)) else ""
+            raise StorageError(f"{self.path}: cannot use it: {reason}{where}") from None
+        except sqlite3.Error as error:
+            raise StorageError(f"{self.path}: cannot create it: {error}") from None
+        # Checked, read-only: only now is it opened for writing.
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
         except sqlite3.Error as error:
-            raise StorageError(f"cannot open the database {self.path}: {error}") from None
-        owner = (self._get("cluster_id"), self._get("replica_id"))
-        if owner == (None, None):
-            self._transaction([("cluster_id", cluster_id), ("replica_id", replica_id)])
-        elif owner != (cluster_id, replica_id):
-            raise StorageError(
-                f"{self.path} belongs to replica {owner[1]} of cluster {owner[0]!r}, "
-                f"not replica {replica_id} of {cluster_id!r}"
-            )
-        self._stable_seq = self._get("stable_seq") or 0
-        self._snapshot_seq = self._get("snapshot_seq") or 0
-        self._view = self._get("view") or 0
-        self._view_active = self._get_active()
+            raise StorageError(f"{self.path}: cannot open it: {error}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={SYNCHRONOUS[self.durability]}")
+        except sqlite3.Error as error:
+            self._db.close()
+            raise StorageError(f"{self.path}: cannot use it: {error}") from None
+        self._stable_seq = meta.get("stable_seq", 0)
+        self._snapshot_seq = meta.get("snapshot_seq", 0)
+        self._view = meta.get("view", 0)
+        self._view_active = meta.get("view_active", True)
 
     # ------------------------------------------------------------------ writing
 
@@ -207,22 +244,51 @@ class SqliteJournal:
     def _set(self, key: str, value: Any) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, msgpack.packb(value)))
 
-    def _transaction(self, items: list[tuple[str, Any]]) -> None:
-        self._db.execute("BEGIN")
-        for key, value in items:
-            self._set(key, value)
-        self._db.execute("COMMIT")
-
 
 def read_history(path: Path | str) -> list[tuple[int, int, bytes]]:
     """The executed history in a replica's database, read-only (for reports)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = read_only(Path(path))
     try:
         return [
             tuple(row) for row in db.execute("SELECT seq, view, digest FROM history ORDER BY seq")
         ]
     finally:
         db.close()
+
+
+def _create(path: Path, cluster_id: str, replica_id: int) -> None:
+    """A new database, whole or not at all: tables and owner are written beside it,
+    synced, then renamed into place (and the folder synced), so that a crash never
+    leaves a ``path`` that is empty or without its owner. Raises OSError or sqlite3.Error."""
+    temp = path.with_name(path.name + ".new")
+    for suffix in ("", "-journal", "-wal", "-shm"):  # the leftovers of a crash, if any
+        temp.with_name(temp.name + suffix).unlink(missing_ok=True)
+    db = sqlite3.connect(temp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=DELETE")  # all in the one file once committed
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        for key, value in (("cluster_id", cluster_id), ("replica_id", replica_id)):
+            db.execute("INSERT INTO meta VALUES (?, ?)", (key, msgpack.packb(value)))
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    _fsync(temp)
+    for suffix in ("-wal", "-shm"):  # an empty log of no database (check_file): stale
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    os.replace(temp, path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _decode(data: bytes) -> Any:

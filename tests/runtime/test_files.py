@@ -117,7 +117,8 @@ def test_cluster_toml_is_the_documented_layout(cluster: ClusterFiles) -> None:
     text = config_text(cluster)
     assert text.startswith("# pbft cluster configuration: written by `pbft init`\n")
     document = tomllib.loads(text)
-    assert list(document) == ["cluster_id", "f", "replica", "client"]
+    assert list(document) == ["cluster_id", "f", "storage", "replica", "client"]
+    assert document["storage"] == {"durability": "normal"}
     assert document["replica"][1] == {
         "id": 1,
         "host": "127.0.0.1",
@@ -313,7 +314,8 @@ LOAD_REFUSALS: list[tuple[str, str, str]] = [
     (
         "f = 1\n",
         "f = 1\ncolour = 'blue'\n",
-        "cluster.toml: unknown key colour (valid keys: cluster_id, f, protocol, replica, client)",
+        "cluster.toml: unknown key colour "
+        "(valid keys: cluster_id, f, protocol, storage, replica, client)",
     ),
     ("f = 1\n", "", "cluster.toml: missing key f"),
     ("f = 1\n", "f = true\n", "cluster.toml: f must be an integer, got the boolean true"),
@@ -585,3 +587,81 @@ def test_free_loopback_ports_make_a_throw_away_cluster(tmp_path: Path) -> None:
     ports = free_loopback_ports(4)
     cluster = init_cluster(tmp_path, f=1, ports=ports)
     assert [cluster.address(i)[1] for i in range(4)] == ports
+
+
+# ------------------------------------------------------------- storage and hosts
+
+
+@pytest.mark.parametrize("durability", ["normal", "full"])
+def test_durability_is_written_and_read_back(tmp_path: Path, durability: str) -> None:
+    made = init_cluster(tmp_path, f=1, durability=durability)
+    assert made.durability == load_cluster(tmp_path).durability == durability
+    assert f'[storage]\ndurability = "{durability}"\n' in config_text(made)
+
+
+def test_a_cluster_toml_without_storage_means_normal(cluster: ClusterFiles) -> None:
+    edit(cluster, '[storage]\ndurability = "normal"\n', "")
+    assert load_cluster(cluster.directory).durability == "normal"
+
+
+@pytest.mark.parametrize(
+    ("new", "expected"),
+    [
+        (
+            '[storage]\ndurability = "fast"\n',
+            "cluster.toml: [storage]: durability must be one of 'normal', 'full', got 'fast'",
+        ),
+        (
+            "[storage]\ndurability = 1\n",
+            "cluster.toml: [storage]: durability must be one of 'normal', 'full', got int",
+        ),
+        (
+            '[storage]\nsynchronous = "full"\n',
+            "cluster.toml: [storage]: unknown key synchronous (valid keys: durability)",
+        ),
+    ],
+)
+def test_a_bad_storage_table_is_refused(cluster: ClusterFiles, new: str, expected: str) -> None:
+    edit(cluster, '[storage]\ndurability = "normal"\n', new)
+    assert refused(lambda: load_cluster(cluster.directory)) == expected
+
+
+def test_init_puts_each_replica_on_its_own_host(tmp_path: Path) -> None:
+    hosts = ["10.0.0.1", "10.0.0.2", "db-3.example", "fd00::4"]
+    made = init_cluster(tmp_path, f=1, host=hosts, base_port=7000)
+    assert [(r.host, r.port) for r in made.replicas] == [
+        ("10.0.0.1", 7000), ("10.0.0.2", 7001), ("db-3.example", 7002), ("fd00::4", 7003),
+    ]  # fmt: skip
+    assert load_cluster(tmp_path).replicas == made.replicas
+
+
+def test_init_refuses_a_host_count_that_is_not_1_or_n(tmp_path: Path) -> None:
+    message = refused(lambda: init_cluster(tmp_path, f=1, host=["10.0.0.1", "10.0.0.2"]))
+    assert message == "cluster.toml: 2 hosts given for n = 4 replicas (give 1 or 4)"
+    assert not (tmp_path / "cluster.toml").exists()
+
+
+@posix_only
+@pytest.mark.parametrize("role", ["replica", "client"])
+def test_every_command_that_loads_a_key_refuses_one_others_may_read(
+    cluster: ClusterFiles, role: str
+) -> None:
+    """Both principals that load a private key (pbft replica: ReplicaNode; pbft client,
+    pbft bench, scenario clients: RemoteClient) go through ClusterFiles.load_signer, and
+    the real commands refuse with its one line, before touching the network."""
+    import subprocess
+    import sys
+
+    os.chmod(cluster.key_path(role, 1), 0o640)
+    command = {
+        "replica": ["replica", str(cluster.directory), "--id", "1"],
+        "client": ["client", str(cluster.directory), "--client", "1", "get", "k"],
+    }[role]
+    result = subprocess.run(
+        [sys.executable, "-m", "pbft", *command], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"pbft {role}: error: keys/{role}-1.key: permissions 0640 are too open; "
+        "run chmod 600 on it\n"
+    )

@@ -1,7 +1,8 @@
 """The connection handshake: each end proves it holds the key of the principal it claims.
 
 Run over memory streams for both signature schemes. A failed side closes its
-stream, as the runtime does, so the other side sees the connection end.
+stream, as the runtime does, so the other side sees the connection end. The
+dialer proves itself first: the acceptor signs nothing before a PROOF verified.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import trio
 import trio.testing
 
 from pbft.config import ClusterConfig
-from pbft.crypto import SCHEMES, Signer, signing_prefix
+from pbft.crypto import SCHEMES, Signer
 from pbft.runtime.channel import EphemeralKey
 from pbft.runtime.framing import FramedStream
 from pbft.runtime.handshake import (
     HANDSHAKE_TIMEOUT_SECONDS,
+    HANDSHAKE_VERSION,
     HandshakeError,
     Identity,
     accept_handshake,
@@ -130,7 +132,7 @@ def raw_sender(*chunks: bytes) -> Side:
 def hello(cluster: Cluster, identity: Identity = ("client", 0), **changes: Any) -> list[Any]:
     fields = {
         "tag": "pbft-hello",
-        "version": 2,
+        "version": HANDSHAKE_VERSION,
         "cluster_id": cluster.config.cluster_id,
         "role": identity[0],
         "id": identity[1],
@@ -141,11 +143,12 @@ def hello(cluster: Cluster, identity: Identity = ("client", 0), **changes: Any) 
     return list(fields.values())
 
 
-def signed_welcome(cluster: Cluster, hello_bytes: bytes, index: int, **changes: Any) -> bytes:
-    """A WELCOME from replica ``index``, properly signed, with some fields changed."""
+def welcome(cluster: Cluster, index: int = 1, **changes: Any) -> bytes:
+    """A WELCOME (unsigned: the acceptor's challenge) from replica ``index``, some fields
+    changed."""
     fields = {
         "tag": "pbft-welcome",
-        "version": 2,
+        "version": HANDSHAKE_VERSION,
         "cluster_id": cluster.config.cluster_id,
         "role": "replica",
         "id": index,
@@ -153,22 +156,38 @@ def signed_welcome(cluster: Cluster, hello_bytes: bytes, index: int, **changes: 
         "channel_key": EphemeralKey().public,
     }
     fields.update(changes)
-    body = msgpack.packb(list(fields.values()))
-    prefix = signing_prefix(CLUSTER_ID, "HANDSHAKE")
-    signature = cluster.signer(("replica", index)).sign(prefix + b"acceptor|" + hello_bytes + body)
-    return msgpack.packb([*fields.values(), signature])
+    return msgpack.packb(list(fields.values()))
 
 
-def answering_acceptor(make_welcome: Callable[[bytes], bytes]) -> Side:
-    """A hand-written acceptor: reads HELLO, answers with whatever ``make_welcome`` builds."""
+def answering_acceptor(welcome_bytes: bytes) -> Side:
+    """A hand-written acceptor: reads HELLO, answers ``welcome_bytes``; returns the frames
+    the dialer sent after it (its PROOF, if it signed one)."""
 
-    async def accept(framed: FramedStream) -> None:
-        hello_bytes = await framed.receive_frame()
-        await framed.send_frame(make_welcome(hello_bytes))
-        while await framed.stream.receive_some():
-            pass
+    async def accept(framed: FramedStream) -> bytes:
+        await framed.receive_frame()
+        await framed.send_frame(welcome_bytes)
+        received = b""
+        while data := await framed.stream.receive_some():
+            received += data
+        return received
 
     return accept
+
+
+@attrs.define
+class CountingSigner:
+    """A signer that counts its signatures."""
+
+    signer: Signer
+    calls: int = 0
+
+    @property
+    def scheme(self) -> str:
+        return self.signer.scheme
+
+    def sign(self, data: bytes) -> bytes:
+        self.calls += 1
+        return self.signer.sign(data)
 
 
 # ----------------------------------------------------------------------------- success
@@ -209,7 +228,8 @@ async def test_an_acceptor_claiming_another_replica_is_refused(cluster: Cluster)
     dialed, accepted = await run_pair(dialer(cluster, ("client", 0)), impostor)
     assert isinstance(dialed, HandshakeError)
     assert "does not hold the key of replica 1" in str(dialed)
-    assert isinstance(accepted, HandshakeError)  # the dialer hung up instead of proving itself
+    # The impostor's side ended with CONFIRM; the dialer hung up on it and sends nothing.
+    assert accepted == ("client", 0)
 
 
 async def test_the_dialer_refuses_a_replica_it_did_not_dial(cluster: Cluster) -> None:
@@ -243,12 +263,11 @@ async def test_a_dialer_of_another_cluster_is_refused(cluster: Cluster) -> None:
 
 
 async def test_an_acceptor_of_another_cluster_is_refused(cluster: Cluster) -> None:
-    welcome = answering_acceptor(
-        lambda hello_bytes: signed_welcome(cluster, hello_bytes, 1, cluster_id="another-cluster")
-    )
-    dialed, _ = await run_pair(dialer(cluster, ("client", 0)), welcome)
+    other = answering_acceptor(welcome(cluster, cluster_id="another-cluster"))
+    dialed, proof = await run_pair(dialer(cluster, ("client", 0)), other)
     assert isinstance(dialed, HandshakeError)
     assert "belongs to cluster 'another-cluster'" in str(dialed)
+    assert proof == b"", "the dialer signed a PROOF for another cluster's replica"
 
 
 async def test_a_replayed_proof_does_not_open_a_second_session(cluster: Cluster) -> None:
@@ -306,15 +325,14 @@ async def test_an_unauthenticated_peer_cannot_announce_a_large_frame(
 
 
 async def test_a_garbage_welcome_is_refused(cluster: Cluster) -> None:
-    welcome = answering_acceptor(lambda hello_bytes: b"\xc1 not msgpack")
-    dialed, _ = await run_pair(dialer(cluster, ("client", 0)), welcome)
+    garbage = answering_acceptor(b"\xc1 not msgpack")
+    dialed, _ = await run_pair(dialer(cluster, ("client", 0)), garbage)
     assert isinstance(dialed, HandshakeError)
     assert "malformed" in str(dialed)
 
 
+# A well-formed HELLO of another version is answered REFUSED: test_handshake_refusal.py.
 MALFORMED_HELLOS = {
-    "version 1": dict(version=1),
-    "version 3": dict(version=3),
     "short channel key": dict(channel_key=bytes(31)),
     "small-order channel key": dict(channel_key=bytes(32)),
     "version true": dict(version=True),
@@ -347,7 +365,7 @@ async def test_a_hello_of_the_wrong_shape_or_encoding_is_refused(cluster: Cluste
         msgpack.packb(dict(enumerate(fields))),
         msgpack.packb([]),
         good + b"\x00",  # trailing bytes
-        good.replace(b"\x02", b"\xce\x00\x00\x00\x02", 1),  # version 2 in a wider form
+        good.replace(b"hello\x03", b"hello\xce\x00\x00\x00\x03", 1),  # version 3, wider
     ]
     assert msgpack.unpackb(bad_payloads[-1]) == fields  # same values, other bytes
     for payload in bad_payloads:
@@ -356,23 +374,23 @@ async def test_a_hello_of_the_wrong_shape_or_encoding_is_refused(cluster: Cluste
         assert answer == b"", payload
 
 
-async def test_a_welcome_of_version_3_is_refused(cluster: Cluster) -> None:
-    welcome = answering_acceptor(
-        lambda hello_bytes: signed_welcome(cluster, hello_bytes, 1, version=3)
-    )
-    dialed, _ = await run_pair(dialer(cluster, ("client", 0)), welcome)
+async def test_a_welcome_of_version_2_is_refused(cluster: Cluster) -> None:
+    """Version 2's WELCOME carried the acceptor's signature: 8 fields, refused unsigned-for."""
+    old = answering_acceptor(welcome(cluster, version=2))
+    dialed, proof = await run_pair(dialer(cluster, ("client", 0)), old)
     assert isinstance(dialed, HandshakeError)
-    assert "unsupported handshake version 3" in str(dialed)
+    assert "unsupported handshake version 2" in str(dialed)
+    assert proof == b""
 
 
 async def test_a_welcome_with_a_small_order_channel_key_is_refused(cluster: Cluster) -> None:
-    """A properly signed WELCOME whose X25519 key gives no shared secret."""
-    welcome = answering_acceptor(
-        lambda hello_bytes: signed_welcome(cluster, hello_bytes, 1, channel_key=bytes(32))
+    """A WELCOME whose X25519 key gives no shared secret: refused before the dialer signs."""
+    dialed, proof = await run_pair(
+        dialer(cluster, ("client", 0)), answering_acceptor(welcome(cluster, channel_key=bytes(32)))
     )
-    dialed, _ = await run_pair(dialer(cluster, ("client", 0)), welcome)
     assert isinstance(dialed, HandshakeError)
     assert "no shared secret" in str(dialed)
+    assert proof == b""
 
 
 # ------------------------------------------------------------------- silence, misuse

@@ -12,13 +12,24 @@ unauthenticated peer, reaches a terminal only as printable text.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
+import pytest
 
 from pbft.runtime.client import describe_failure
 from pbft.runtime.framing import FramedStream
-from pbft.runtime.handshake import REFUSED_TAG, HandshakeError, HandshakeRefused
+from pbft.runtime.handshake import (
+    HANDSHAKE_VERSION,
+    REFUSED_TAG,
+    HandshakeError,
+    HandshakeRefused,
+)
+from pbft.runtime.metrics import handshake_failure_reason
 from tests.runtime.test_handshake import (  # noqa: F401
+    CLUSTER_ID,
     Cluster,
+    CountingSigner,
     acceptor,
     cluster,
     dialer,
@@ -70,9 +81,64 @@ async def test_a_malformed_hello_of_another_cluster_still_gets_no_answer(
     cluster: Cluster,
 ) -> None:
     """Only a HELLO of the right shape is worth an answer."""
-    bad = [*msgpack.unpackb(msgpack.packb(["pbft-hello", 2, "another", "client", 0])), b"x"]
+    bad = ["pbft-hello", HANDSHAKE_VERSION, "another", "client", 0, b"x"]  # 6 fields of 7
     answer, accepted = await run_pair(raw_sender(frame(msgpack.packb(bad))), acceptor(cluster))
     assert isinstance(accepted, HandshakeError) and answer == b""
+    assert handshake_failure_reason(accepted) == "malformed"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ["pbft-hello", 2, CLUSTER_ID, "client", 0, bytes(32), bytes(32)],  # the acceptor signed
+        ["pbft-hello", 4, CLUSTER_ID, "client", 0, bytes(32), bytes(32), b"new field"],
+        ["pbft-hello", 1, "another cluster", "client", 0, bytes(32)],
+        ["pbft-hello", 7],
+    ],
+    ids=["version 2", "version 4", "version 1", "version 7, nothing else"],
+)
+async def test_a_hello_of_another_version_hears_which_version_the_replica_speaks(
+    cluster: Cluster, fields: list[Any]
+) -> None:
+    """During a rolling upgrade a node of another version says why, at no cryptographic cost."""
+    counting = CountingSigner(cluster.signer(("replica", 1)))
+    answer, accepted = await run_pair(
+        raw_sender(frame(msgpack.packb(fields))), acceptor(cluster, signer=counting)
+    )
+    assert isinstance(accepted, HandshakeError)
+    assert handshake_failure_reason(accepted) == "version"
+    version = fields[1]
+    reason = f"version {version}, this replica speaks {HANDSHAKE_VERSION}"
+    assert answer == frame(msgpack.packb([REFUSED_TAG, reason]))
+    assert counting.calls == 0
+
+
+async def test_a_dialer_of_this_version_hears_the_refusal_of_a_replica_of_another(
+    cluster: Cluster,
+) -> None:
+    async def newer(framed: FramedStream) -> None:
+        await framed.receive_frame()
+        await framed.send_frame(msgpack.packb([REFUSED_TAG, "version 3, this replica speaks 4"]))
+
+    dialed, _ = await run_pair(dialer(cluster, ("client", 0)), newer)
+    assert isinstance(dialed, HandshakeRefused) and not dialed.busy
+    assert dialed.reason == "version 3, this replica speaks 4"
+
+
+async def test_hellos_that_are_not_well_formed_get_no_answer_whatever_their_version(
+    cluster: Cluster,
+) -> None:
+    for payload in [
+        msgpack.packb(["pbft-hello", True, CLUSTER_ID]),  # a boolean is not a version
+        msgpack.packb(["pbft-hello", "4"]),
+        msgpack.packb(["pbft-hello"]),
+        msgpack.packb(["pbft-hello", 4, 1.5]),  # a float: not a field type of any version
+        msgpack.packb(["pbft-hello", 4]) + b"\x00",  # trailing bytes
+        b"\x92\xaapbft-hello\xce\x00\x00\x00\x04",  # version 4, not canonically encoded
+    ]:
+        answer, accepted = await run_pair(raw_sender(frame(payload)), acceptor(cluster))
+        assert isinstance(accepted, HandshakeError), payload
+        assert answer == b"", payload
 
 
 def test_the_client_says_how_replies_disagree_and_why_others_are_missing() -> None:

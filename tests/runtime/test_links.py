@@ -41,9 +41,15 @@ def fast_backoff() -> Backoff:
 class Server:
     """Replica ``index``'s acceptor side: records frames, connects and disconnects."""
 
-    def __init__(self, index: int = 1, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self,
+        index: int = 1,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_client_frame_bytes: int | None = None,
+    ) -> None:
         self.me: Identity = ("replica", index)
         self.max_frame_bytes = max_frame_bytes
+        self.max_client_frame_bytes = max_client_frame_bytes
         self.frames: list[tuple[Identity, bytes]] = []
         self.connections: dict[Identity, FramedStream] = {}
         self.connects: list[Identity] = []
@@ -60,6 +66,7 @@ class Server:
             self.on_connect,
             self.on_disconnect,
             self.max_frame_bytes,
+            max_client_frame_bytes=self.max_client_frame_bytes,
         )
 
     def on_frame(self, identity: Identity, frame: bytes) -> None:
@@ -243,6 +250,28 @@ async def test_misbehaving_peers_lose_their_connection_and_others_are_still_serv
         assert server.frames_from(("client", 1)) == []
         assert good.statistics().connects == 1
         assert good.statistics().failures == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_client_connection_reads_only_frames_within_the_client_bound() -> None:
+    """Regression (A3): a client's frames were read up to the replica bound."""
+    server = Server(max_frame_bytes=64 * 1024, max_client_frame_bytes=1000)
+    async with trio.open_nursery() as nursery:
+        listening = await listen(nursery, server)
+        replica, client = [
+            FramedStream(await trio.open_tcp_stream(LOCALHOST, listening.port)) for _ in range(2)
+        ]
+        for framed, identity in ((replica, ("replica", 2)), (client, ("client", 0))):
+            await dial_handshake(framed, CONFIG, identity, signer(identity), ("replica", 1))
+        await client.send_frames([bytes(1000), bytes(1000)])
+        await replica.send_frames([bytes(50_000), bytes(50_000)])
+        await server.wait_until(lambda: len(server.frames) == 4)
+        await client.send_frame(bytes(1001))
+        await server.wait_until(lambda: ("client", 0) in server.disconnects)
+        await replica.send_frame(b"still served")
+        await server.wait_until(lambda: len(server.frames) == 5)
+        assert [len(frame) for frame in server.frames_from(("client", 0))] == [1000, 1000]
+        assert server.disconnects == [("client", 0)]
         nursery.cancel_scope.cancel()
 
 
