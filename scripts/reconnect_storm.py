@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pbft.runtime.descriptors import raise_open_files_limit
 from pbft.runtime.files import free_loopback_ports, init_cluster
 from pbft.runtime.processes import LocalCluster
 from scripts.reconnect_storm_report import analyse, describe, plot
@@ -71,15 +71,6 @@ class Settings:
     quiet: bool = False
 
 
-def raise_nofile() -> int:
-    """Raise the soft limit on open files to the hard limit; return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 # ------------------------------------------------------------------------- workers
 
 
@@ -90,7 +81,7 @@ async def _worker(directory: Path, first: int, count: int, active: int, settings
     from pbft.runtime.client import NoQuorum, RemoteClient
     from pbft.runtime.files import load_cluster
 
-    raise_nofile()
+    raise_open_files_limit()
     if not active:  # the idle crowd stands in for other machines: not the replicas' CPU
         os.nice(settings.crowd_nice)
     files = load_cluster(directory)
@@ -221,7 +212,7 @@ def scrape(port: int) -> dict[str, float] | None:
 
 def run_storm(settings: Settings) -> dict[str, Any]:
     """Run the whole experiment; the summary, with the time series for the plot."""
-    limit = raise_nofile()
+    limit = raise_open_files_limit()
     needed = 4 * settings.clients // settings.workers + 256
     if limit < needed:
         raise SystemExit(f"RLIMIT_NOFILE is {limit}; {needed} needed per worker process")
@@ -304,12 +295,46 @@ def _measure(cluster: LocalCluster, workers: list[Worker], port: int, settings: 
     return analyse(samples, [t for t in back if t >= t_kill], t_kill, t_restart, settings)
 
 
+HELP = {
+    "clients": "clients connected to every replica",
+    "workers": "processes the idle clients share",
+    "active": "clients of those running a closed-loop workload",
+    "think": "seconds an active client waits between operations",
+    "replica": "the replica to SIGKILL and restart",
+    "before": "seconds of workload before the kill",
+    "down": "seconds the replica stays down",
+    "after": "seconds measured after the restart",
+    "interval": "seconds between samples",
+    "client_cap": "the clients' reconnection backoff cap in seconds",
+    "crowd_nice": "how much nicer than the replicas the idle clients run",
+    "op_timeout": "seconds before an operation counts as failed",
+    "keep": "keep the cluster folder and logs here",
+}
+
+
+def settings_problem(settings: Settings) -> str | None:
+    """Why these settings cannot run, in one line, or None."""
+    if settings.clients < 1 or not 0 <= settings.active <= settings.clients:
+        return "--clients must be at least 1 and --active between 0 and --clients"
+    if settings.workers < 1:
+        return "--workers must be at least 1"
+    if not 0 <= settings.replica <= 3:
+        return f"--replica {settings.replica}: the cluster's replicas are 0 to 3"
+    for name in ("think", "before", "down", "after", "interval", "client_cap", "op_timeout"):
+        if getattr(settings, name) < 0 or (name != "think" and getattr(settings, name) == 0):
+            return f"--{name.replace('_', '-')} must be positive"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = Settings()
     for name, value in asdict(defaults).items():
         if name != "quiet":
-            parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+            parser.add_argument(
+                f"--{name.replace('_', '-')}", type=type(value), default=value,
+                help=f"{HELP[name]} (default: %(default)s)",
+            )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--plot", type=Path, help="write a PNG plot here")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -318,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = Settings(**{k: getattr(args, k) for k in asdict(defaults)})
+    problem = settings_problem(settings)
+    if problem is not None:
+        parser.error(problem)
     if args.worker is not None:
         import trio
 
