@@ -369,8 +369,14 @@ def test_replicas_exit_when_the_demo_is_killed() -> None:
             time.sleep(0.1)
             replicas = _children(demo.pid)
         assert len(replicas) == 4, f"the demo started {replicas}"
+        # A child just forked still shows the demo's command line until it execs the replica.
+        folders = [_data_folder(pid) for pid in replicas]
+        while None in folders and time.monotonic() < deadline:
+            time.sleep(0.05)
+            folders = [_data_folder(pid) for pid in replicas]
+        assert None not in folders, f"children {replicas} never became replicas"
         # Killed once they serve (each has written its status file), not while starting.
-        status_files = [_data_folder(pid) / "status.json" for pid in replicas]
+        status_files = [folder / "status.json" for folder in folders if folder is not None]
         while not all(path.exists() for path in status_files) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert all(path.exists() for path in status_files), "the replicas did not start"
@@ -398,9 +404,14 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _data_folder(pid: int) -> Path:
-    """The ``--data`` folder on a replica process's command line."""
-    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+def _data_folder(pid: int) -> Path | None:
+    """The ``--data`` folder on a replica process's command line; None before it has one."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if b"--data" not in arguments[:-1]:
+        return None
     return Path(os.fsdecode(arguments[arguments.index(b"--data") + 1]))
 
 
