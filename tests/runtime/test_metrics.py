@@ -102,8 +102,15 @@ async def test_replicas_serve_metrics_that_match_the_run_and_their_status(
     cluster, ports = metrics_cluster
     await put_all(cluster.files)
     await dial_from_another_cluster(tmp_path, cluster.files)
+    # Status files are rewritten every 0.2 s: ones written before the first execution all
+    # agree on 0, which is not the agreement this waits for (seen once on a loaded machine).
     statuses = await wait_for(
-        cluster, lambda s: len({s[r]["last_executed"] for r in range(4) if s[r]}) == 1
+        cluster,
+        lambda s: (
+            all(s[r] for r in range(4))
+            and len({s[r]["last_executed"] for r in range(4)}) == 1
+            and s[0]["last_executed"] > 0
+        ),
     )
     last_executed = statuses[0]["last_executed"]
 
