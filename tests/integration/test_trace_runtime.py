@@ -84,16 +84,29 @@ def test_every_replica_and_client_has_events_in_time_order(demo: tuple[Path, Any
 
 def test_each_ordering_send_is_received_by_every_receiver(demo: tuple[Path, Any, Events]) -> None:
     """REQUEST, PRE-PREPARE, PREPARE and COMMIT frames pair with their receives by frame id, at
-    each receiver the send names, and no receive comes before its send (one host, one clock)."""
+    each receiver the send names, and no receive comes before its send (one host, one clock).
+
+    A link is one TCP connection, in order: every frame a sender sent a receiver before the last
+    one that arrived must have arrived too. Only a tail may be missing, frames still in flight
+    when the demo stopped the receiver (it had executed everything with 2f+1 COMMITs without
+    waiting for the last one; seen once in CI).
+    """
     _, _, events = demo
     received = receivers_by_frame(events)
     sent_at = {}
     sends = [event for event in events if event["event"] == "send"]
     assert {event["type"] for event in sends} >= {*ORDERING, "REPLY"}
+    arrived_in_order: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for send in sends:
         sent_at.setdefault(send["frame"], send["t"])
         if send["type"] in ORDERING:
-            assert set(send["to"]) <= received[send["frame"]], send
+            for receiver in send["to"]:
+                arrived = receiver in received[send["frame"]]
+                arrived_in_order[send["node"], receiver].append(arrived)
+    for link, arrivals in arrived_in_order.items():
+        delivered = arrivals.index(False) if False in arrivals else len(arrivals)
+        assert not any(arrivals[delivered:]), (link, arrivals)  # no gap, only a lost tail
+        assert len(arrivals) - delivered <= 3, (link, arrivals)  # in flight at the stop
     for event in events:
         if event["event"] == "receive":
             assert event["t"] >= sent_at[event["frame"]], event
