@@ -23,6 +23,12 @@ handshake):
 * ``connection-flood``: ``connections`` connections held open at once, each
   reopened as soon as the replica closes it.
 
+A replica keeps one authenticated connection per principal, and a new one replaces the
+old, so the kinds that need a valid handshake (:data:`SESSION_KINDS`) evict each other.
+Their workers are shared: each session plays the kind that has delivered in the fewest
+sessions so far, so on a loaded machine no kind goes without a delivered frame (with a
+worker per kind, ``malformed-message`` once delivered none in a CI run).
+
 :attr:`SocketAttacker.open_connections` and :attr:`~SocketAttacker.peak_connections`
 count the attacker's sockets that are connected and not yet closed by the replica.
 """
@@ -65,6 +71,8 @@ CONNECTION_KINDS = (
 )  # fmt: skip
 MESSAGE_KINDS = ("malformed-message", "bad-signature", "replay", "outsider-signed")
 KINDS = (*CONNECTION_KINDS, *MESSAGE_KINDS, "connection-flood")
+#: The kinds that need a valid handshake as the configured client: they take turns.
+SESSION_KINDS = ("oversized-frame", "bad-mac", *MESSAGE_KINDS)
 #: Frames of one kind written together after a valid handshake.
 FRAMES_PER_BURST = 32
 #: The longest a held connection waits for the replica to close it.
@@ -110,6 +118,10 @@ class SocketAttacker:
         self.connect_failures = 0
         self._timestamp = 1 << 40
         self._old_request = self._request()
+        #: Per session kind: sessions that delivered hostile input, and sessions tried.
+        self._delivered: dict[str, int] = dict.fromkeys(SESSION_KINDS, 0)
+        self._tried: dict[str, int] = dict.fromkeys(SESSION_KINDS, 0)
+        self._session_kinds: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -120,14 +132,17 @@ class SocketAttacker:
         attacks: dict[str, Callable[[], Awaitable[None]]] = {
             kind: getattr(self, "_" + kind.replace("-", "_")) for kind in kinds
         }
+        self._session_kinds = tuple(kind for kind in kinds if kind in SESSION_KINDS)
         async with trio.open_nursery() as nursery:
             for kind, attack in attacks.items():
                 if kind == "connection-flood":
                     for _ in range(self.connections):
                         nursery.start_soon(self._forever, kind, self._connection_flood)
-                    continue
-                for _ in range(self.workers_per_kind):
-                    nursery.start_soon(self._forever, kind, attack)
+                elif kind not in SESSION_KINDS:
+                    for _ in range(self.workers_per_kind):
+                        nursery.start_soon(self._forever, kind, attack)
+            for _ in range(self.workers_per_kind * len(self._session_kinds)):
+                nursery.start_soon(self._forever, "session", self._next_session)
 
     async def _forever(self, kind: str, attack: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -263,6 +278,17 @@ class SocketAttacker:
     async def _until_closed(closed: trio.Event) -> None:
         with trio.move_on_after(HOLD_SECONDS):
             await closed.wait()
+
+    async def _next_session(self) -> None:
+        """One authenticated session, of the kind that delivered in the fewest so far."""
+        kind = min(self._session_kinds, key=lambda k: (self._delivered[k], self._tried[k]))
+        self._tried[kind] += 1
+        before = self.sent[kind]
+        try:
+            await getattr(self, "_" + kind.replace("-", "_"))()
+        finally:
+            if self.sent[kind] > before:
+                self._delivered[kind] += 1
 
     async def _oversized_frame(self) -> None:
         async with self._session() as (framed, closed):
