@@ -111,6 +111,8 @@ VIEW_CHANGE_TIMER = "view-change"
 VIEW_CHANGE_RESEND_TIMER = "view-change-resend"
 STATE_TRANSFER_TIMER = "state-transfer"
 NEW_VIEW_RELAY_TIMER = "new-view-relay"
+#: Ends a period of request relays and PRE-PREPARE resends (``Replica._resend_allowed``).
+REQUEST_RESEND_TIMER = "request-resend"
 
 
 class Slot:
@@ -220,6 +222,12 @@ class Replica(
         self.last_new_view: Signed[NewView] | None = None
         #: Replicas sent our NEW-VIEW since the "new-view-relay" timer last fired.
         self._new_view_relayed: set[int] = set()
+        #: Copies of requests relayed (client -> (view, timestamp)) and PRE-PREPAREs
+        #: resent (seq -> view) since the "request-resend" timer last fired: one each
+        #: per period, whatever number of copies a client sends (at most one entry per
+        #: client and per sequence number of the window).
+        self._relayed: dict[int, tuple[int, int]] = {}
+        self._resent: dict[int, int] = {}
 
         #: Proofs that a replica signed two conflicting messages (pbft.evidence).
         self.evidence: dict[EvidenceKey, Evidence] = {}
@@ -277,6 +285,9 @@ class Replica(
             self._catch_up()
         elif name == NEW_VIEW_RELAY_TIMER:
             self._new_view_relayed.clear()
+        elif name == REQUEST_RESEND_TIMER:
+            self._relayed.clear()
+            self._resent.clear()
 
     # ----------------------------------------------------------------- helpers
 
@@ -395,11 +406,12 @@ class Replica(
             key = (request.client, request.timestamp)
             seq = self.assigned.get(key)
             if seq is not None:
-                self._resend_pre_prepare(seq)
+                if self._resend_allowed(self._resent, seq, self.view):
+                    self._resend_pre_prepare(seq)
             elif is_new:
                 self.queue[request.client] = signed
                 self._propose()
-        else:
+        elif self._resend_allowed(self._relayed, request.client, (self.view, request.timestamp)):
             self._send((self.primary,), signed)
         self._start_request_timer(request)
         return None
@@ -434,6 +446,27 @@ class Replica(
             self._emit(CancelTimer(VIEW_CHANGE_TIMER))
         else:
             self._start_request_timer(oldest.message)
+
+    def _resend_allowed(self, sent: dict[Any, Any], key: Any, value: Any) -> bool:
+        """Whether to answer a copy of a request again: once per key and period.
+
+        A client's retransmission (§4.1: it re-sends the same request to every
+        replica) asks a backup to relay it to the primary again and the primary to
+        resend its PRE-PREPARE, in case a message was lost. A faulty client can send
+        copies as fast as it likes; each would cost a message to the primary, or a
+        PRE-PREPARE of up to ``batch_size`` requests to every backup. So each is
+        answered at most once per period of ``view_change_timeout_ticks // 4`` (an
+        honest client's first retransmission comes ``retransmit_timeout_ticks``,
+        500 by default, after its request). A new request, or one in a new view,
+        differs from what was recorded and is always answered.
+        """
+        if sent.get(key) == value:
+            return False
+        if not self._relayed and not self._resent:
+            period = max(1, self.params.view_change_timeout_ticks // 4)
+            self._emit(SetTimer(REQUEST_RESEND_TIMER, period))
+        sent[key] = value
+        return True
 
     def _resend_pre_prepare(self, seq: int) -> None:
         slot = self.slots.get(seq)

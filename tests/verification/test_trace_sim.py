@@ -221,10 +221,12 @@ def test_explore_trace_without_replay_is_refused_in_one_line(tmp_path: Path) -> 
     assert "Traceback" not in done.stderr and not (tmp_path / "out.trace").exists()
 
 
-#: A protocol that executes once prepared (no COMMIT quorum): seed 2 of the explorer makes
-#: two honest replicas execute different batches at seq 5.
+#: A protocol that executes once prepared (no COMMIT quorum): seed 21 of the explorer makes
+#: two honest replicas execute different batches at seq 8 (seed 2 did, at seq 5, until
+#: copies of a request were answered once per period instead of once per copy).
 BROKEN = "execute-when-prepared"
-BROKEN_SEED = 2
+BROKEN_SEED = 21
+BROKEN_SEQ = 8
 
 
 def test_a_violation_comes_with_its_replay_picture_and_trace_event(
@@ -242,13 +244,16 @@ def test_a_violation_comes_with_its_replay_picture_and_trace_event(
     header, events = read_trace(path)
     violations = [event for event in events if event["event"] == "violation"]
     agreement = [v for v in violations if v["checker"] == "agreement"]
-    assert agreement and agreement[0]["seqs"] == [5] and "seq 5" in agreement[0]["detail"]
+    assert agreement and agreement[0]["seqs"] == [BROKEN_SEQ], violations
+    assert f"seq {BROKEN_SEQ}" in agreement[0]["detail"]
     assert events[-len(violations) :] == violations, "violations come last, after the run"
     faulty = {f"replica-{replica}" for replica in header["traitors"]}
     executed = {
         event["digest"]
         for event in events
-        if event["event"] == "executed" and event["seq"] == 5 and event["node"] not in faulty
+        if event["event"] == "executed"
+        and event["seq"] == BROKEN_SEQ
+        and event["node"] not in faulty
     }
     assert len(executed) > 1, "the trace shows the conflicting executions themselves"
 
@@ -257,7 +262,7 @@ def test_a_trace_named_html_is_the_picture(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("pbft.trace.render", reason="the trace picture is not in this tree")
-    path = tmp_path / "violation-2.html"
+    path = tmp_path / f"violation-{BROKEN_SEED}.html"
     with mutant(BROKEN).applied():
         status = main(["explore", "--replay", str(BROKEN_SEED), "--trace", str(path)])
     assert status == 1
