@@ -20,8 +20,10 @@ received, keyed by sender so that quorums count distinct replicas. What must
 survive a view change lives outside the slots: prepared certificates (for the
 next VIEW-CHANGE), committed batches not yet executed, and the client table.
 
-The normal case (§4.2) is in this module; checkpoints and state transfer
-(§4.3) in :mod:`pbft.replica_checkpoints`; view changes (§4.4) in
+This module holds the replica's state, :meth:`Replica.step` and the timers.
+Client requests and replies (§4.1) are in :mod:`pbft.replica_requests`; the
+normal case (§4.2) in :mod:`pbft.replica_normal`; checkpoints and state
+transfer (§4.3) in :mod:`pbft.replica_checkpoints`; view changes (§4.4) in
 :mod:`pbft.replica_view_change`. Names follow the paper; docs/protocol.md maps
 each rule to the function that enforces it.
 """
@@ -40,25 +42,18 @@ from pbft.bounds import message_bounds
 from pbft.certificates import (
     GENESIS_DIGEST,
     CheckedViewChange,
-    pre_prepare_is_well_formed,
 )
 from pbft.config import ClusterConfig, ConfigError, ProtocolParams
 from pbft.counters import Counters
 from pbft.crypto import Signer, Verifier
-from pbft.encoding import decode_signed, encode_message
+from pbft.encoding import decode_signed
 from pbft.events import (
-    CancelTimer,
-    Committed,
     Dropped,
     Effect,
     EquivocationDetected,
     Event,
-    Executed,
-    Prepared,
     Receive,
-    SendToClient,
     SendToReplicas,
-    SetTimer,
     TimerFired,
 )
 from pbft.evidence import Evidence, EvidenceKey, conflicting
@@ -73,20 +68,17 @@ from pbft.messages import (
     PreparedCertificate,
     PrePrepare,
     Read,
-    Reply,
-    ReplyDigest,
     Request,
     Signed,
     StateSnapshot,
     ViewChange,
-    batch_digest,
-    designated_replier,
-    result_digest,
 )
 from pbft.replica_catch_up import CATCH_UP_TIMER, CatchUpMixin
 from pbft.replica_checkpoints import CheckpointMixin
 from pbft.replica_gate import BUFFERED, GateMixin
+from pbft.replica_normal import NormalCaseMixin, Slot
 from pbft.replica_recovery import RecoveryMixin
+from pbft.replica_requests import REQUEST_RESEND_TIMER, VIEW_CHANGE_TIMER, RequestsMixin
 from pbft.replica_stores import StoresMixin
 from pbft.replica_view_change import ViewChangeMixin
 from pbft.service import KeyValueStore, Service
@@ -107,29 +99,20 @@ REPLICA_ACCEPTS = (
     StateSnapshot,
 )
 
-VIEW_CHANGE_TIMER = "view-change"
 VIEW_CHANGE_RESEND_TIMER = "view-change-resend"
 STATE_TRANSFER_TIMER = "state-transfer"
 NEW_VIEW_RELAY_TIMER = "new-view-relay"
-#: Ends a period of request relays and PRE-PREPARE resends (``Replica._resend_allowed``).
-REQUEST_RESEND_TIMER = "request-resend"
-
-
-class Slot:
-    """What a replica knows about one sequence number in the current view."""
-
-    __slots__ = ("commits", "committed", "pre_prepare", "prepared", "prepares")
-
-    def __init__(self) -> None:
-        self.pre_prepare: Signed[PrePrepare] | None = None
-        self.prepares: dict[int, Signed[Prepare]] = {}
-        self.commits: dict[int, Signed[Commit]] = {}
-        self.prepared = False
-        self.committed = False
 
 
 class Replica(
-    GateMixin, StoresMixin, CheckpointMixin, CatchUpMixin, ViewChangeMixin, RecoveryMixin
+    GateMixin,
+    StoresMixin,
+    RequestsMixin,
+    NormalCaseMixin,
+    CheckpointMixin,
+    CatchUpMixin,
+    ViewChangeMixin,
+    RecoveryMixin,
 ):
     """One PBFT replica: ``step(event) -> list[Effect]``."""
 
@@ -374,341 +357,6 @@ class Replica(
 
     def state_digest(self) -> bytes:
         return hashlib.sha256(self.checkpoint_state()).digest()
-
-    # ---------------------------------------------------------------- requests
-
-    def _on_request(self, signed: Signed[Request]) -> str | None:
-        """§4.1: execute each (client, timestamp) at most once; resend the last reply.
-
-        A backup forwards a new request to the primary and starts its view
-        change timer; the primary queues it for a PRE-PREPARE.
-        """
-        request = signed.message
-        if len(signed.payload) > self.params.max_request_bytes:
-            return "request-too-large"
-        last = self.client_table.get(request.client)
-        if last is not None and request.timestamp <= last[0]:
-            if request.timestamp == last[0]:
-                self._send_reply(request.client, request.timestamp, last[1], resent=True)
-                return None
-            return "stale-timestamp"
-        waiting = self.pending.get(request.client)
-        if waiting is not None and waiting.message.timestamp > request.timestamp:
-            return "stale-timestamp"
-        is_new = waiting is None or waiting.message.timestamp < request.timestamp
-        if is_new:
-            # Clients have one request outstanding at a time (§4.1), so a newer
-            # timestamp replaces an older one and memory stays bounded.
-            self.pending[request.client] = signed
-        if not self.view_active:
-            return None
-        if self.primary == self.id:
-            key = (request.client, request.timestamp)
-            seq = self.assigned.get(key)
-            if seq is not None:
-                if self._resend_allowed(self._resent, seq, self.view):
-                    self._resend_pre_prepare(seq)
-            elif is_new:
-                self.queue[request.client] = signed
-                self._propose()
-        elif self._resend_allowed(self._relayed, request.client, (self.view, request.timestamp)):
-            self._send((self.primary,), signed)
-        self._start_request_timer(request)
-        return None
-
-    def _on_read(self, signed: Signed[Read]) -> str | None:
-        """§5.1.3: execute a read-only operation at once and reply; never ordered.
-
-        Only committed batches are ever executed here, so the state read is a
-        committed prefix; the client's 2f+1 matching replies do the rest (see
-        :mod:`pbft.client`). The client table is left alone: the timestamp may
-        yet be ordered as a REQUEST, when the replies do not agree.
-        """
-        read = signed.message
-        if not self.service.is_read_only(read.operation):
-            return "not-read-only"
-        self._send_reply(read.client, read.timestamp, self.service.execute(read.operation))
-        return None
-
-    def _start_request_timer(self, request: Request) -> None:
-        """Start the view-change timer if it is not running (§4.4)."""
-        if self._timer_request is None and self.view_active:
-            self._timer_request = (request.client, request.timestamp)
-            self._emit(SetTimer(VIEW_CHANGE_TIMER, self._view_change_timeout()))
-
-    def _restart_request_timer(self) -> None:
-        """Stop the timer when nothing waits; restart it for the next waiting request."""
-        if not self.view_active:
-            return
-        self._timer_request = None
-        oldest = next(iter(self.pending.values()), None)
-        if oldest is None:
-            self._emit(CancelTimer(VIEW_CHANGE_TIMER))
-        else:
-            self._start_request_timer(oldest.message)
-
-    def _resend_allowed(self, sent: dict[Any, Any], key: Any, value: Any) -> bool:
-        """Whether to answer a copy of a request again: once per key and period.
-
-        A client's retransmission (§4.1: it re-sends the same request to every
-        replica) asks a backup to relay it to the primary again and the primary to
-        resend its PRE-PREPARE, in case a message was lost. A faulty client can send
-        copies as fast as it likes; each would cost a message to the primary, or a
-        PRE-PREPARE of up to ``batch_size`` requests to every backup. So each is
-        answered at most once per period of ``view_change_timeout_ticks // 4`` (an
-        honest client's first retransmission comes ``retransmit_timeout_ticks``,
-        500 by default, after its request). A new request, or one in a new view,
-        differs from what was recorded and is always answered.
-        """
-        if sent.get(key) == value:
-            return False
-        if not self._relayed and not self._resent:
-            period = max(1, self.params.view_change_timeout_ticks // 4)
-            self._emit(SetTimer(REQUEST_RESEND_TIMER, period))
-        sent[key] = value
-        return True
-
-    def _resend_pre_prepare(self, seq: int) -> None:
-        slot = self.slots.get(seq)
-        if slot is not None and slot.pre_prepare is not None and seq > self.last_executed:
-            self._broadcast(slot.pre_prepare)
-
-    def _send_reply(self, client: int, timestamp: int, result: bytes, resent: bool = False) -> None:
-        message: Reply | ReplyDigest = Reply(self.view, timestamp, client, self.id, result)
-        if (
-            self.params.digest_replies
-            and not resent
-            and designated_replier(client, timestamp, self.config.n) != self.id
-        ):
-            message = ReplyDigest(self.view, timestamp, client, self.id, result_digest(result))
-        if self.params.signed_replies:
-            reply = self._sign(message)
-        else:  # point-to-point: the channel's MAC authenticates it (pbft.auth)
-            reply = Signed(message, b"", encode_message(message))
-        self._emit(SendToClient(client, reply))
-
-    # ------------------------------------------------------------- normal case
-
-    def _propose(self) -> None:
-        """The primary assigns the next sequence numbers to batches of queued requests.
-
-        §4.2: n must lie in (h, h+L]. Batching (§4.2): at most
-        ``max_inflight_batches`` sequence numbers are assigned and not yet
-        executed; requests that arrive meanwhile queue up and go out together,
-        up to ``batch_size`` in one PRE-PREPARE. A batch that would not be full
-        waits while ``partial_batches_in_flight`` batches are in flight (adaptive
-        batching); executing one calls this again.
-        """
-        if not self.is_primary:
-            return
-        params = self.params
-        limit = min(
-            self.low_watermark + params.log_window,
-            self.last_executed + params.max_inflight_batches,
-        )
-        while self.queue and self.next_seq <= limit:
-            if (
-                len(self.queue) < params.batch_size
-                and self.next_seq - 1 - self.last_executed >= params.partial_batches_in_flight
-            ):
-                return
-            batch: list[Signed[Request]] = []
-            while self.queue and len(batch) < self.params.batch_size:
-                _, signed = self.queue.popitem(last=False)
-                request = signed.message
-                last = self.client_table.get(request.client)
-                if last is not None and request.timestamp <= last[0]:
-                    continue
-                if (request.client, request.timestamp) in self.assigned:
-                    continue
-                batch.append(signed)
-            if not batch:
-                return
-            batch_tuple = tuple(batch)
-            seq = self.next_seq
-            self.next_seq += 1
-            pre_prepare = PrePrepare(
-                self.view, seq, batch_digest(batch_tuple), batch_tuple, self.id
-            )
-            signed_pre_prepare = self._sign(pre_prepare)
-            self._accept_pre_prepare(signed_pre_prepare)
-            self._broadcast(signed_pre_prepare)
-
-    def _on_pre_prepare(self, signed: Signed[PrePrepare]) -> str | None:
-        """§4.2: a backup accepts a PRE-PREPARE if it is from the primary of its current
-        view, n is within the watermarks, d is the digest of the batch carried, and no
-        PRE-PREPARE for (v, n) with another digest was accepted."""
-        pre_prepare = signed.message
-        reason = self._view_gate(signed, pre_prepare.view)
-        reason = reason or self._above_window(pre_prepare.seq, pre_prepare.sender)
-        if reason is not None:
-            return reason
-        slot = self.slots.get(pre_prepare.seq)
-        if slot is not None and slot.pre_prepare is not None:
-            if slot.pre_prepare.message.digest == pre_prepare.digest:
-                return "duplicate"
-            self._note_conflict(slot.pre_prepare, signed)
-            return "conflicting-pre-prepare"
-        own = slot.prepares.get(self.id) if slot is not None else None
-        if own is not None and own.message.digest != pre_prepare.digest:
-            # We already sent a PREPARE for another digest at (v, n), before a
-            # restart: never sign a second, contradicting one.
-            return "conflicting-pre-prepare"
-        reason = pre_prepare_is_well_formed(self.auth, self.params, pre_prepare)
-        if reason is not None:
-            return reason
-        self._accept_pre_prepare(signed)
-        return None
-
-    def _accept_pre_prepare(self, signed: Signed[PrePrepare]) -> None:
-        """Record an accepted PRE-PREPARE; a backup multicasts its PREPARE."""
-        pre_prepare = signed.message
-        slot = self._slot(pre_prepare.seq)
-        slot.pre_prepare = signed
-        for request in pre_prepare.batch:
-            self.assigned[(request.message.client, request.message.timestamp)] = pre_prepare.seq
-        own = slot.prepares.get(self.id)
-        if pre_prepare.sender != self.id and own is None:
-            prepare = self._sign(
-                Prepare(pre_prepare.view, pre_prepare.seq, pre_prepare.digest, self.id)
-            )
-            slot.prepares[self.id] = prepare
-            self._broadcast(prepare)
-        elif own is not None:
-            # Recovered from storage: the PREPARE may never have left before the crash.
-            self._broadcast(own)
-        self._check_prepared(pre_prepare.seq, slot)
-
-    def _on_prepare(self, signed: Signed[Prepare]) -> str | None:
-        """§4.2: record a PREPARE of the current view within the watermarks.
-
-        The primary's PRE-PREPARE stands for its vote, so a PREPARE from the
-        primary is not counted.
-        """
-        prepare = signed.message
-        reason = self._view_gate(signed, prepare.view)
-        reason = reason or self._above_window(prepare.seq, prepare.sender)
-        if reason is not None:
-            return reason
-        slot = self._slot(prepare.seq)
-        held = slot.prepares.get(prepare.sender)
-        if held is not None:
-            self._note_conflict(held, signed)
-            return "duplicate"
-        slot.prepares[prepare.sender] = signed
-        self._check_prepared(prepare.seq, slot)
-        return None
-
-    def _check_prepared(self, seq: int, slot: Slot) -> None:
-        """prepared(m, v, n, i): the PRE-PREPARE and 2f matching PREPAREs from distinct
-        backups (§4.2). Then keep the certificate and multicast COMMIT."""
-        if slot.prepared or slot.pre_prepare is None:
-            return
-        pre_prepare = slot.pre_prepare.message
-        matching = [
-            prepare
-            for sender, prepare in sorted(slot.prepares.items())
-            if prepare.message.digest == pre_prepare.digest
-        ]
-        needed = self.config.quorum - 1  # 2f when n = 3f+1
-        if len(matching) < needed:
-            return
-        slot.prepared = True
-        certificate = PreparedCertificate(slot.pre_prepare, tuple(matching[:needed]))
-        self.prepared_certificates[seq] = certificate
-        self._emit(Prepared(certificate))
-        commit = self._sign(Commit(pre_prepare.view, seq, pre_prepare.digest, self.id))
-        slot.commits[self.id] = commit
-        self._broadcast(commit)
-        self._check_committed(seq, slot)
-
-    def _on_commit(self, signed: Signed[Commit]) -> str | None:
-        """§4.2: record a COMMIT of the current view within the watermarks."""
-        commit = signed.message
-        reason = self._view_gate(signed, commit.view)
-        reason = reason or self._above_window(commit.seq, commit.sender)
-        if reason is not None:
-            return reason
-        slot = self._slot(commit.seq)
-        held = slot.commits.get(commit.sender)
-        if held is not None:
-            self._note_conflict(held, signed)
-            return "duplicate"
-        slot.commits[commit.sender] = signed
-        self._check_committed(commit.seq, slot)
-        return None
-
-    def _check_committed(self, seq: int, slot: Slot) -> None:
-        """committed-local(m, v, n, i): prepared and 2f+1 matching COMMITs from distinct
-        replicas, its own included (§4.2)."""
-        if slot.committed or not slot.prepared:
-            return
-        assert slot.pre_prepare is not None
-        digest = slot.pre_prepare.message.digest
-        votes = sum(1 for commit in slot.commits.values() if commit.message.digest == digest)
-        if votes < self.config.quorum:
-            return
-        slot.committed = True
-        proof = sorted(
-            (c for c in slot.commits.values() if c.message.digest == digest),
-            key=lambda c: c.message.sender,
-        )
-        self.commit_certificates[seq] = CommitCertificate(
-            slot.pre_prepare, tuple(proof[: self.config.quorum]), self.id
-        )
-        if seq > self.last_executed:
-            self._emit(Committed(slot.pre_prepare))
-            self.committed[seq] = slot.pre_prepare.message
-            self._execute_ready()
-
-    def _execute_ready(self) -> None:
-        """Execute committed batches strictly in sequence-number order (§4.2).
-
-        A request whose timestamp is not above the client's last executed one
-        is skipped: every (client, timestamp) executes at most once, even when
-        a view change re-issues it at another sequence number.
-        """
-        progressed = False
-        # Below the low watermark the log was discarded: only state transfer helps.
-        while self.last_executed >= self.low_watermark:
-            pre_prepare = self.committed.pop(self.last_executed + 1, None)
-            if pre_prepare is None:
-                break
-            executed: list[tuple[int, int]] = []
-            for signed in pre_prepare.batch:
-                request = signed.message
-                last = self.client_table.get(request.client)
-                if last is not None and request.timestamp <= last[0]:
-                    continue
-                result = self.service.execute(request.operation)
-                self.client_table[request.client] = (request.timestamp, result)
-                executed.append((request.client, request.timestamp))
-                waiting = self.pending.get(request.client)
-                if waiting is not None and waiting.message.timestamp <= request.timestamp:
-                    del self.pending[request.client]
-                    self.queue.pop(request.client, None)
-                self._send_reply(request.client, request.timestamp, result)
-            self.last_executed = pre_prepare.seq
-            if executed and pre_prepare.view == self.view and self.view_active:
-                # §4.5.2: a request executed in this view: the view works, so the
-                # next view change starts again from the base timeout.
-                self.view_change_attempts = 0
-            self._emit(
-                Executed(pre_prepare.seq, pre_prepare.view, pre_prepare.digest, tuple(executed))
-            )
-            if pre_prepare.seq % self.params.checkpoint_interval == 0:
-                self._take_checkpoint(pre_prepare.seq)
-            progressed = True
-        if progressed:
-            if self.fetching is not None and self.last_executed >= self.fetching:
-                self._stop_state_transfer()
-            if self._timer_request is not None:
-                client, timestamp = self._timer_request
-                waiting = self.pending.get(client)
-                if waiting is None or waiting.message.timestamp != timestamp:
-                    self._restart_request_timer()
-            self._propose()
-        self._watch_for_gaps()
 
     _handlers: dict[type, Any] = {}
 

@@ -29,7 +29,9 @@ MODULES = [
     "pbft/replica_catch_up.py",
     "pbft/replica_checkpoints.py",
     "pbft/replica_gate.py",
+    "pbft/replica_normal.py",
     "pbft/replica_recovery.py",
+    "pbft/replica_requests.py",
     "pbft/replica_stores.py",
     "pbft/replica_view_change.py",
 ]
