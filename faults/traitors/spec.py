@@ -146,3 +146,14 @@ def to_argument(spec_text: str) -> tuple[int, str]:
     """Split ``ID:REST`` into the replica id and what ``pbft replica --traitor`` takes."""
     spec = parse_traitor(spec_text)
     return spec.replica, spec_text.split(":", 1)[1]
+
+
+def replica_arguments(spec_texts: Sequence[str], n: int) -> dict[int, list[str]]:
+    """Check ``ID:BEHAVIOUR[:...]`` specs against a cluster of ``n`` replicas; return each
+    replica's ``pbft replica --traitor`` arguments (``pbft demo`` and ``pbft cluster``)."""
+    parsed = [parse_traitor(text) for text in spec_texts]
+    check_replica_ids(parsed, n)
+    by_replica: dict[int, list[str]] = {}
+    for spec, text in zip(parsed, spec_texts, strict=True):
+        by_replica.setdefault(spec.replica, []).append(text.split(":", 1)[1])
+    return by_replica

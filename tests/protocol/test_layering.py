@@ -10,7 +10,7 @@ import pbft
 
 PACKAGE = Path(pbft.__file__).parent
 #: Drivers of the core: the only modules of pbft allowed to do I/O or draw randomness.
-DRIVERS = {"simnet", "cli", "cli_client", "runtime", "sim", "bench", "storage", "trace"}
+DRIVERS = {"simnet", "cli", "runtime", "sim", "bench", "storage", "trace"}
 FORBIDDEN = {"trio", "socket", "time", "random", "asyncio", "selectors", "faults", "os"}
 
 

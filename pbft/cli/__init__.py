@@ -1,16 +1,19 @@
-"""The ``pbft`` command: set up, run, use and demonstrate a PBFT cluster."""
+"""The ``pbft`` command: set up, run, use and demonstrate a PBFT cluster.
+
+The parser and the small commands are here; the longer ones have a module each:
+:mod:`.client` (``pbft client``), :mod:`.replica`, :mod:`.demo`, :mod:`.scenario`. This
+package is the composition root: the only part of :mod:`pbft` that may import
+:mod:`faults`, to wire traitors around honest replicas from the outside.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pbft.config import ConfigError
 
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_traitor_option(cluster)
     _add_metrics_options(cluster, "serve Prometheus metrics, replica i on PORT+i (default: off)")
 
-    from pbft.cli_client import add_parser as add_client_parser
+    from pbft.cli.client import add_parser as add_client_parser
 
     add_client_parser(commands)
 
@@ -133,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also check that the key in FILE is the replica's key in DIR/cluster.toml",
     )
-    _add_scenario_parser(commands)
+    from pbft.cli.scenario import add_parser as add_scenario_parser
+
+    add_scenario_parser(commands)
     from faults.verification.explore_cli import add_parser as add_explore_parser
 
     add_explore_parser(commands)
@@ -152,37 +157,9 @@ def _add_traitor_option(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _traitor_arguments(specs: list[str], n: int) -> dict[int, list[str]]:
-    """Check ``ID:BEHAVIOUR[:...]`` specs; return each replica's ``pbft replica --traitor``s."""
-    from faults.traitors.spec import check_replica_ids, parse_traitor
-
-    parsed = [parse_traitor(spec) for spec in specs]
-    check_replica_ids(parsed, n)
-    by_replica: dict[int, list[str]] = {}
-    for spec, text in zip(parsed, specs, strict=True):
-        by_replica.setdefault(spec.replica, []).append(text.split(":", 1)[1])
-    return by_replica
-
-
 def _add_metrics_options(parser: argparse.ArgumentParser, port_help: str) -> None:
     parser.add_argument("--metrics-port", type=int, default=0, metavar="PORT", help=port_help)
     parser.add_argument("--metrics-host", default="127.0.0.1", help="address metrics are served on")
-
-
-def _metrics_server(host: str, port: int) -> Any:
-    """Bind ``pbft replica``'s metrics port now, so that a port in use is one clear line."""
-    from pbft.runtime.metrics import MetricsServer
-
-    if port == 0:
-        return None
-    if not 0 < port < 65536:
-        raise ConfigError(f"--metrics-port {port}: a port is 1..65535 (0: off)")
-    try:
-        return MetricsServer(host, port)
-    except OSError as error:
-        raise ConfigError(
-            f"--metrics-port {port}: cannot serve metrics on {host}: {error.strerror or error}"
-        ) from None
 
 
 def _add_durability_option(parser: argparse.ArgumentParser, default_help: str) -> None:
@@ -240,92 +217,26 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_replica(args: argparse.Namespace) -> int:
-    import trio
+    from pbft.cli.replica import run
 
-    from pbft.runtime.eventlog import EventLog
-    from pbft.runtime.files import load_cluster
-    from pbft.runtime.handshake_slots import HandshakeSlots
-    from pbft.runtime.node import ReplicaNode
-    from pbft.runtime.storage import StorageError
-
-    files = load_cluster(args.directory)
-    if not 0 <= args.id < files.config.n:
-        raise ConfigError(f"--id {args.id}: the cluster has replicas 0..{files.config.n - 1}")
-    if args.durability is not None:
-        import attrs
-
-        files = attrs.evolve(files, durability=args.durability)
-    data = args.data or args.directory / "data" / f"replica-{args.id}"
-    log = EventLog(f"replica {args.id}", json_lines=args.log_json, verbose=args.verbose)
-    per_host = args.max_handshakes_per_host
-    if args.max_handshakes < 1 or (per_host is not None and per_host < 1):
-        raise ConfigError("--max-handshakes and --max-handshakes-per-host: at least 1")
-    slots = HandshakeSlots(args.max_handshakes, per_host)
-    metrics = _metrics_server(args.metrics_host, args.metrics_port)
-    node = ReplicaNode(files, args.id, data, log=log, metrics_server=metrics, handshake_slots=slots)
-    if args.traitor:
-        # The composition root may wire a traitor around the honest core; the
-        # core itself never imports ``faults``.
-        from faults.traitors.spec import check_replica_ids, parse_traitor, wrap
-        from pbft.replica import Replica
-
-        specs = [parse_traitor(text, replica=args.id) for text in args.traitor]
-        check_replica_ids(specs, files.config.n)
-        node.replica = wrap(
-            node.replica,
-            specs,
-            clock=node.now_ms,
-            rebuild=lambda: Replica(args.id, files.config, node.signer, files.params),
-            seed=args.id,
-        )
-        log.event("traitor", behaviours=", ".join(args.traitor))
-        from faults.traitors.trace import report_forgeries
-
-        report_forgeries(node.replica, log)  # marks its made-up frames in a --log-json trace
-
-    async def main() -> Exception | None:
-        async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                try:
-                    await nursery.start(node.run)
-                # Returned, not raised: out of the nursery it would be an exception group.
-                except (OSError, StorageError) as error:
-                    return error
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
-        return None
-
-    failure = trio.run(main)
-    if isinstance(failure, OSError):
-        raise ConfigError(_start_failure(args.id, files.address(args.id), failure))
-    if failure is not None:
-        raise failure
-    return 0
-
-
-def _start_failure(replica: int, address: tuple[str, int], error: OSError) -> str:
-    """``replica 0: cannot listen on 127.0.0.1:7000: address already in use``."""
-    reason = (error.strerror or str(error)).lower()
-    if error.filename is not None:  # the data folder, not the socket
-        return f"replica {replica}: cannot create {error.filename}: {reason}"
-    return f"replica {replica}: cannot listen on {address[0]}:{address[1]}: {reason}"
+    return run(args)
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from pbft.cli_client import run
+    from pbft.cli.client import run
 
     return run(args)
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
+    from faults.traitors.spec import replica_arguments
     from pbft.runtime.cluster_table import watch_cluster
     from pbft.runtime.files import free_loopback_ports, init_cluster, load_cluster
 
     replica_args = ("--log-json",) if args.log_json else ()
     if args.directory is not None:
         files = load_cluster(args.directory)
-        traitors = _traitor_arguments(args.traitor, files.config.n)
+        traitors = replica_arguments(args.traitor, files.config.n)
         return watch_cluster(files, replica_args, traitors, args.metrics_host, args.metrics_port)
     with tempfile.TemporaryDirectory(prefix="pbft-cluster-") as folder:
         files = init_cluster(
@@ -333,106 +244,14 @@ def cmd_cluster(args: argparse.Namespace) -> int:
             ports=free_loopback_ports(3 * args.f + 1),
         )  # fmt: skip
         print(f"throw-away cluster in {folder} (use it with: pbft client {folder} ...)")
-        traitors = _traitor_arguments(args.traitor, files.config.n)
+        traitors = replica_arguments(args.traitor, files.config.n)
         return watch_cluster(files, replica_args, traitors, args.metrics_host, args.metrics_port)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pbft.runtime.demo import run_demo
+    from pbft.cli.demo import run
 
-    for name in ("f", "clients", "requests"):
-        if getattr(args, name) < (0 if name == "f" else 1):
-            raise ConfigError(f"--{name} must be at least {0 if name == 'f' else 1}")
-    from pbft.cli_client import check_seconds
-
-    check_seconds("--timeout", args.timeout)
-    traitors = _traitor_arguments(args.traitor, 3 * args.f + 1)
-    if len(traitors) > args.f:
-        print(
-            f"pbft demo: warning: {len(traitors)} traitors exceed f = {args.f}; "
-            "safety and liveness are no longer guaranteed",
-            file=sys.stderr,
-        )
-    if args.trace is not None and not args.trace.parent.is_dir():
-        raise ConfigError(f"--trace {args.trace}: folder {args.trace.parent} does not exist")
-    if not args.json:
-        # Starting the processes takes seconds: say so at once rather than show nothing.
-        print(
-            f"starting {3 * args.f + 1} replica processes on 127.0.0.1 (f = {args.f}), then "
-            f"{args.requests} requests from {args.clients} clients...",
-            file=sys.stderr,
-            flush=True,
-        )
-    # The linearizability picture is faults' code; the demo takes it as a function.
-    from faults.verification.linearizability_picture import picture_from_trace
-
-    summary = run_demo(
-        args.f, args.clients, args.requests, _progress(args.json), args.timeout, traitors,
-        trace=args.trace, appendix=[picture_from_trace],
-    )  # fmt: skip
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        _print_summary(summary)
-    for line in summary.get("trace", []):
-        print(f"pbft demo: {line}", file=sys.stderr)
-    return 0 if summary["safe"] and summary["live"] else 1
-
-
-def _progress(quiet: bool) -> Callable[[int], Callable[[int], None]]:
-    def factory(total: int) -> Callable[[int], None]:
-        if quiet or not sys.stderr.isatty():
-            return lambda advance: None
-        from rich.progress import Progress
-
-        progress = Progress(transient=True)
-        progress.start()
-        task = progress.add_task("requests", total=total)
-        done = [0]
-
-        def advance(count: int) -> None:
-            done[0] += count
-            progress.update(task, advance=count)
-            if done[0] >= total:
-                progress.stop()
-
-        return advance
-
-    return factory
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    from pbft.runtime.demo import describe_executed
-
-    verdict = "SAFE" if summary["safe"] else "UNSAFE: " + summary.get("conflict", "")
-    rows = [
-        (
-            "cluster",
-            f"n = {summary['n']} replicas (f = {summary['f']}), "
-            f"{summary['clients']} clients, real processes over TCP",
-        ),
-        ("committed", f"{summary['committed']} / {summary['requests']} requests"),
-        ("throughput", f"{summary['throughput_ops']} ops/s"),
-        (
-            "latency",
-            f"p50 {summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms"
-            if summary["committed"]
-            else "none (no request completed)",
-        ),
-        ("final views", ", ".join(map(str, summary["views"]))),
-        ("traitors", ", ".join(f"replica {r}" for r in summary["traitors"]) or "none"),
-        ("executed", describe_executed(summary)),
-        (
-            "safety",
-            verdict + " (every honest replica's executed history agrees)"
-            if summary["safe"]
-            else verdict,
-        ),
-        ("liveness", "LIVE (every request completed)" if summary["live"] else "NOT LIVE"),
-    ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:>{width}}  {value}")
+    return run(args)
 
 
 def cmd_verify_evidence(args: argparse.Namespace) -> int:
@@ -472,71 +291,10 @@ def cmd_verify_evidence(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_scenario_parser(commands: Any) -> None:
-    scenario = commands.add_parser(
-        "scenario", help="run a scripted fault experiment (a TOML scenario file) and check it"
-    )
-    actions = scenario.add_subparsers(dest="action", required=True, metavar="ACTION")
-    run = actions.add_parser(
-        "run", help="run FILE on a real cluster; exit 0 exactly when its expectations hold"
-    )
-    run.add_argument("file", type=Path, metavar="FILE", help="a scenario file (see docs/faults.md)")
-    run.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    run.add_argument("--seed", type=int, help="use this seed instead of the file's")
-    run.add_argument(
-        "--sim", action="store_true",
-        help="run on the deterministic simulator (simulated time) instead of a real cluster",
-    )  # fmt: skip
-    run.add_argument(
-        "--keep", type=Path, metavar="DIR", help="run in DIR and keep its databases and logs"
-    )
-    run.add_argument(
-        "--trace", type=Path, metavar="OUT",
-        help="write the run's trace (docs/trace.md) to OUT, its picture if OUT.html "
-        "(on a real cluster with the merged trace as OUT.jsonl beside it)",
-    )  # fmt: skip
-    check = actions.add_parser("check", help="validate FILE without running it")
-    check.add_argument("file", type=Path, metavar="FILE")
-
-
 def cmd_scenario(args: argparse.Namespace) -> int:
-    from faults.scenarios.document import ScenarioError, load_scenario
-    from faults.scenarios.report import format_report
+    from pbft.cli.scenario import run
 
-    try:
-        scenario = load_scenario(args.file)
-    except ScenarioError as error:
-        print(error, file=sys.stderr)  # FILE:LINE: problem, as compilers print it
-        return 2
-    if args.action == "check":
-        traitors = ", ".join(map(str, scenario.traitor_ids)) or "none"
-        print(
-            f"{args.file}: ok: {scenario.name!r}: n = {scenario.n}, f = {scenario.f}, "
-            f"traitors: {traitors}, {len(scenario.network)} network rule(s), "
-            f"{scenario.workload.requests} requests"
-        )
-        return 0
-    from faults.scenarios.runner import ScenarioRunError, run_scenario
-
-    if args.sim:
-        from faults.scenarios.simulated import run_scenario_sim
-
-        report = run_scenario_sim(scenario, args.seed, args.trace)
-        print(json.dumps(report) if args.json else format_report(report))
-        if args.trace is not None and not args.json:
-            print(report["trace"])
-        return 0 if report["passed"] else 1
-    if args.trace is not None and not args.trace.parent.is_dir():
-        raise ValueError(f"--trace {args.trace}: folder {args.trace.parent} does not exist")
-    try:
-        report = run_scenario(scenario, args.seed, args.keep, trace=args.trace)
-    except ScenarioRunError as error:
-        print(f"pbft scenario: {args.file}: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(report) if args.json else format_report(report))
-    if args.trace is not None and not args.json:
-        print(report["trace"])
-    return 0 if report["passed"] else 1
+    return run(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -590,7 +348,3 @@ def main(argv: list[str] | None = None) -> int:
         # say it to; stdout is pointed at /dev/null so that its flush at exit is quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
