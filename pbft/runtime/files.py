@@ -27,9 +27,9 @@ Everything read from the folder is checked before it is used. Every problem
 raises :class:`ConfigFileError` with one line naming the file, the table or key
 and the problem, so the command line can print it as it is. Messages never
 quote key material: a private key pasted into the wrong place must not end up
-in a log. The standard library reads TOML but does not write it, so a small
-emitter here writes ``cluster.toml``, into a temporary file that then replaces
-the old one, so a crash never leaves half a file.
+in a log (the checks are in :mod:`pbft.runtime.cluster_document`). The standard
+library reads TOML but does not write it; tomli-w writes ``cluster.toml``, into a
+temporary file that then replaces the old one, so a crash never leaves half a file.
 """
 
 from __future__ import annotations
@@ -44,60 +44,41 @@ import socket
 import stat
 import tempfile
 import tomllib
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import attrs
+import tomli_w
 
 from pbft.config import (
     DEFAULT_DURABILITY,
     ClusterConfig,
-    ConfigError,
     ProtocolParams,
-    check_durability,
 )
-from pbft.crypto import Ed25519Signer, UnsafeKeyError, check_public_key
-from pbft.runtime.limits import check_limits
+from pbft.crypto import Ed25519Signer
+from pbft.runtime.cluster_document import (
+    CONFIG_NAME,
+    HEX_KEY,
+    ReplicaAddress,
+    fail,
+    integer,
+    parse_document,
+    parse_storage,
+)
+from pbft.runtime.cluster_document import (
+    ConfigFileError as ConfigFileError,  # the error of this module's functions too
+)
 
-CONFIG_NAME = "cluster.toml"
 KEYS_NAME = "keys"
 ROLES = ("replica", "client")
-PROTOCOL_FIELDS = tuple(field.name for field in attrs.fields(ProtocolParams))
 
-_TOP_LEVEL_KEYS = ("cluster_id", "f", "protocol", "storage", "replica", "client")
-_STORAGE_KEYS = ("durability",)
-_ENTRY_KEYS = {"replica": ("id", "host", "port", "public_key"), "client": ("id", "public_key")}
-_MISSING_HINTS = {
-    "replica": "no [[replica]] tables (each replica needs one)",
-    "client": "no [[client]] tables (a cluster needs at least one client)",
-}
-_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _KEY_FILE = re.compile(r"(replica|client)-[0-9]+\.key")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _LARGEST_KEY_FILE_BYTES = 4096
 _HEADER = (
     "# pbft cluster configuration: written by `pbft init`\n"
     "# Public: no private keys here. They are in keys/, one file per replica and client.\n"
 )
-
-
-class ConfigFileError(ValueError):
-    """A cluster folder that cannot be used; the message is one line naming file and problem."""
-
-
-def _fail(where: str, problem: str) -> NoReturn:
-    raise ConfigFileError(" ".join(f"{where}: {problem}".splitlines()))
-
-
-@attrs.frozen
-class ReplicaAddress:
-    """Where replica ``id`` accepts connections."""
-
-    id: int
-    host: str
-    port: int
 
 
 @attrs.frozen
@@ -129,7 +110,7 @@ class ClusterFiles:
         name = f"{KEYS_NAME}/{role}-{id}.key"
         signer = Ed25519Signer.from_seed(_read_seed(self.key_path(role, id), name, role))
         if not hmac.compare_digest(signer.public_key, public_key):
-            _fail(name, f"does not match the public key of {role} {id} in {CONFIG_NAME}")
+            fail(name, f"does not match the public key of {role} {id} in {CONFIG_NAME}")
         return signer
 
     def _public_key(self, role: str, id: int) -> bytes:
@@ -137,7 +118,7 @@ class ClusterFiles:
             raise ValueError(f"role must be 'replica' or 'client', got {role!r}")
         keys = self.config.replica_keys if role == "replica" else self.config.client_keys
         if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id < len(keys):
-            _fail(CONFIG_NAME, f"no {role} {id} (the {role}s are 0..{len(keys) - 1})")
+            fail(CONFIG_NAME, f"no {role} {id} (the {role}s are 0..{len(keys) - 1})")
         return keys[id]
 
 
@@ -146,25 +127,25 @@ def _read_seed(path: Path, name: str, role: str) -> bytes:
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        _fail(name, f"missing (every {role} needs its private key to run)")
+        fail(name, f"missing (every {role} needs its private key to run)")
     except OSError as error:
-        _fail(name, f"cannot read it: {error.strerror or error}")
+        fail(name, f"cannot read it: {error.strerror or error}")
     try:
         # Checked on the open file, not on the path, so the file cannot be swapped in between.
         status = os.fstat(descriptor)
         if not stat.S_ISREG(status.st_mode):
-            _fail(name, "not a regular file")
+            fail(name, "not a regular file")
         mode = stat.S_IMODE(status.st_mode)
         if os.name == "posix" and mode & 0o077:
-            _fail(name, f"permissions {mode:04o} are too open; run chmod 600 on it")
+            fail(name, f"permissions {mode:04o} are too open; run chmod 600 on it")
         content = os.read(descriptor, _LARGEST_KEY_FILE_BYTES)
     except OSError as error:
-        _fail(name, f"cannot read it: {error.strerror or error}")
+        fail(name, f"cannot read it: {error.strerror or error}")
     finally:
         os.close(descriptor)
     text = content.decode("ascii", errors="replace").strip()
-    if not _HEX_KEY.fullmatch(text):
-        _fail(name, "not an Ed25519 private key (expected 64 hex characters and a newline)")
+    if not HEX_KEY.fullmatch(text):
+        fail(name, "not an Ed25519 private key (expected 64 hex characters and a newline)")
     return bytes.fromhex(text)
 
 
@@ -178,192 +159,20 @@ def load_cluster(directory: Path) -> ClusterFiles:
         content = (directory / CONFIG_NAME).read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         command = f"pbft init {shlex.quote(str(directory))} --f 1"
-        _fail(str(directory), f"no {CONFIG_NAME} here (create one with: {command})")
+        fail(str(directory), f"no {CONFIG_NAME} here (create one with: {command})")
     except OSError as error:
-        _fail(CONFIG_NAME, f"cannot read it: {error.strerror or error}")
+        fail(CONFIG_NAME, f"cannot read it: {error.strerror or error}")
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as error:
-        _fail(CONFIG_NAME, f"not UTF-8 text (bad byte at offset {error.start})")
+        fail(CONFIG_NAME, f"not UTF-8 text (bad byte at offset {error.start})")
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         line = re.search(r"at line ([0-9]+)", str(error))
-        _fail(CONFIG_NAME if line is None else f"{CONFIG_NAME}: line {line[1]}", f"{error}")
-    config, params, replicas = _parse_document(document)
-    return ClusterFiles(directory, config, params, replicas, _parse_storage(document))
-
-
-def _parse_document(
-    document: Mapping[str, Any],
-) -> tuple[ClusterConfig, ProtocolParams, tuple[ReplicaAddress, ...]]:
-    _check_keys(document, CONFIG_NAME, _TOP_LEVEL_KEYS, required=("cluster_id", "f"))
-    cluster_id = _string(document, "cluster_id", CONFIG_NAME)
-    f = _integer(document, "f", CONFIG_NAME)
-    params = _parse_protocol(document.get("protocol", {}))
-    replica_tables = _entries(document, "replica")
-    client_tables = _entries(document, "client")
-    replicas = tuple(
-        ReplicaAddress(table["id"], _host(table, where), _port(table, where))
-        for where, table in replica_tables
-    )
-    _check_addresses(replicas)
-    try:
-        config = ClusterConfig(
-            cluster_id,
-            f,
-            [_public_key(table, where) for where, table in replica_tables],
-            [_public_key(table, where) for where, table in client_tables],
-        )
-    except ConfigError as error:
-        _fail(CONFIG_NAME, str(error))
-    try:
-        check_limits(params, config)
-    except ConfigError as error:
-        _fail(f"{CONFIG_NAME}: [protocol]", str(error))
-    return config, params, replicas
-
-
-def _parse_protocol(table: object) -> ProtocolParams:
-    where = f"{CONFIG_NAME}: [protocol]"
-    if not isinstance(table, dict):
-        _fail(CONFIG_NAME, f"protocol must be a [protocol] table, got {_describe(table)}")
-    _check_keys(table, where, PROTOCOL_FIELDS, required=())
-    values = {name: _integer(table, name, where) for name in table}
-    try:
-        return ProtocolParams(**values)
-    except ConfigError as error:
-        _fail(where, str(error))
-
-
-def _parse_storage(document: Mapping[str, Any]) -> str:
-    table = document.get("storage", {})
-    where = f"{CONFIG_NAME}: [storage]"
-    if not isinstance(table, dict):
-        _fail(CONFIG_NAME, f"storage must be a [storage] table, got {_describe(table)}")
-    _check_keys(table, where, _STORAGE_KEYS, required=())
-    try:
-        return check_durability(table.get("durability", DEFAULT_DURABILITY))
-    except ConfigError as error:
-        _fail(where, str(error))
-
-
-def _entries(document: Mapping[str, Any], role: str) -> list[tuple[str, dict[str, Any]]]:
-    """The ``[[role]]`` tables sorted by id, each with the name messages use for it."""
-    if role not in document:
-        _fail(CONFIG_NAME, _MISSING_HINTS[role])
-    tables = document[role]
-    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
-        _fail(CONFIG_NAME, f"{role} must be [[{role}]] tables, got {_describe(tables)}")
-    if role == "client" and not tables:
-        _fail(CONFIG_NAME, _MISSING_HINTS[role])
-    named = []
-    for position, table in enumerate(tables, start=1):
-        identifier = table.get("id")
-        if isinstance(identifier, int) and not isinstance(identifier, bool):
-            where = f"{CONFIG_NAME}: {role} {identifier}"
-        else:
-            where = f"{CONFIG_NAME}: [[{role}]] number {position}"
-        _check_keys(table, where, _ENTRY_KEYS[role], required=_ENTRY_KEYS[role])
-        _integer(table, "id", where)
-        named.append((where, table))
-    _check_ids(role, [table["id"] for _, table in named])
-    return sorted(named, key=lambda entry: entry[1]["id"])
-
-
-def _check_ids(role: str, ids: list[int]) -> None:
-    """Ids must be exactly 0..count-1: they index the key lists of :class:`ClusterConfig`."""
-    count = len(ids)
-    problems = [f"{i} appears {n} times" for i, n in sorted(Counter(ids).items()) if n > 1]
-    problems += [f"{i} is missing" for i in range(count) if i not in ids]
-    problems += [f"{i} is out of range" for i in sorted(set(ids)) if not 0 <= i < count]
-    if problems:
-        _fail(
-            CONFIG_NAME,
-            f"{role} ids must be exactly 0..{count - 1} with one [[{role}]] each: "
-            + ", ".join(problems),
-        )
-
-
-def _check_addresses(replicas: Sequence[ReplicaAddress]) -> None:
-    owners: dict[tuple[str, int], int] = {}
-    for replica in replicas:
-        owner = owners.setdefault((replica.host.lower(), replica.port), replica.id)
-        if owner != replica.id:
-            _fail(
-                f"{CONFIG_NAME}: replica {replica.id}",
-                f"port {replica.port} is also used by replica {owner}",
-            )
-
-
-def _check_keys(
-    table: Mapping[str, Any], where: str, allowed: Sequence[str], required: Sequence[str]
-) -> None:
-    unknown = [_toml_key(key) for key in table if key not in allowed]
-    if unknown:
-        plural = "s" if len(unknown) > 1 else ""
-        _fail(where, f"unknown key{plural} {', '.join(unknown)} (valid keys: {', '.join(allowed)})")
-    for key in required:
-        if key not in table:
-            _fail(where, f"missing key {key}")
-
-
-def _integer(table: Mapping[str, Any], key: str, where: str) -> int:
-    value = table[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        _fail(where, f"{key} must be an integer, got {_describe(value)}")
-    return value
-
-
-def _string(table: Mapping[str, Any], key: str, where: str) -> str:
-    value = table[key]
-    if not isinstance(value, str):
-        _fail(where, f"{key} must be a string, got {_describe(value)}")
-    return value
-
-
-def _host(table: Mapping[str, Any], where: str) -> str:
-    host = _string(table, "host", where)
-    if not host or not host.isprintable() or " " in host:
-        _fail(where, f"host must be a host name or an IP address, got {_describe(host)}")
-    return host
-
-
-def _port(table: Mapping[str, Any], where: str) -> int:
-    port = _integer(table, "port", where)
-    if not 1 <= port <= 65535:
-        _fail(where, f"port {port} is not in 1..65535")
-    return port
-
-
-def _public_key(table: Mapping[str, Any], where: str) -> bytes:
-    # Never quote the value: it may be a private key pasted into the wrong place.
-    text = _string(table, "public_key", where)
-    if not _HEX_KEY.fullmatch(text):
-        what = "non-hex characters" if len(text) == 64 else f"{len(text)} characters"
-        _fail(where, f"public_key must be 64 hex characters (32 bytes), got {what}")
-    key = bytes.fromhex(text)
-    try:
-        check_public_key(key)
-    except UnsafeKeyError as error:
-        _fail(where, f"public_key: {error}")
-    return key
-
-
-def _describe(value: object) -> str:
-    """A value as TOML would spell it, shortened, on one line."""
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, str):
-        shown = _toml_string(value if len(value) <= 40 else value[:40] + "...")
-        return f"the string {shown}"
-    if isinstance(value, int | float):
-        return f"the {type(value).__name__.replace('int', 'integer')} {value}"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return "a date or time"
+        fail(CONFIG_NAME if line is None else f"{CONFIG_NAME}: line {line[1]}", f"{error}")
+    config, params, replicas = parse_document(document)
+    return ClusterFiles(directory, config, params, replicas, parse_storage(document))
 
 
 # ------------------------------------------------------------------------- writing
@@ -391,28 +200,28 @@ def init_cluster(
     ``keys/`` is refused unless ``force``, which replaces them.
     """
     directory = Path(directory)
-    f = _integer({"f": f}, "f", CONFIG_NAME)
-    n = 3 * f + 1 if n is None else _integer({"n": n}, "n", CONFIG_NAME)
-    clients = _integer({"clients": clients}, "clients", CONFIG_NAME)
+    f = integer({"f": f}, "f", CONFIG_NAME)
+    n = 3 * f + 1 if n is None else integer({"n": n}, "n", CONFIG_NAME)
+    clients = integer({"clients": clients}, "clients", CONFIG_NAME)
     # The same words ClusterConfig uses, checked here so that no key is generated in vain.
     if f < 0:
-        _fail(CONFIG_NAME, f"f must be at least 0, got {f}")
+        fail(CONFIG_NAME, f"f must be at least 0, got {f}")
     if n < 3 * f + 1:
-        _fail(
+        fail(
             CONFIG_NAME,
             f"n = {n} replicas cannot tolerate f = {f}: PBFT needs n >= 3f+1 = {3 * f + 1}",
         )
     if clients < 1:
-        _fail(CONFIG_NAME, f"clients must be at least 1, got {clients}")
+        fail(CONFIG_NAME, f"clients must be at least 1, got {clients}")
     if ports is None:
         ports = [base_port + i for i in range(n)]
     if len(ports) != n:
-        _fail(CONFIG_NAME, f"{len(ports)} ports given for n = {n} replicas")
+        fail(CONFIG_NAME, f"{len(ports)} ports given for n = {n} replicas")
     hosts = [host] * n if isinstance(host, str) else list(host)
     if len(hosts) == 1:
         hosts *= n
     if len(hosts) != n:
-        _fail(CONFIG_NAME, f"{len(hosts)} hosts given for n = {n} replicas (give 1 or {n})")
+        fail(CONFIG_NAME, f"{len(hosts)} hosts given for n = {n} replicas (give 1 or {n})")
     replica_signers = [Ed25519Signer.generate() for _ in range(n)]
     client_signers = [Ed25519Signer.generate() for _ in range(clients)]
     document: dict[str, Any] = {"cluster_id": secrets.token_hex(8), "f": f}
@@ -426,13 +235,13 @@ def init_cluster(
     document["client"] = [
         {"id": c, "public_key": signer.public_key.hex()} for c, signer in enumerate(client_signers)
     ]
-    _parse_document(document)
-    _parse_storage(document)
+    parse_document(document)
+    parse_storage(document)
     try:
         _check_replaceable(directory, force)
         _write_cluster(directory, document, replica_signers, client_signers)
     except OSError as error:
-        _fail(str(error.filename or directory), f"cannot write it: {error.strerror or error}")
+        fail(str(error.filename or directory), f"cannot write it: {error.strerror or error}")
     return load_cluster(directory)
 
 
@@ -441,12 +250,12 @@ def _check_replaceable(directory: Path, force: bool) -> None:
     if force:
         return
     if config_path.is_file() and config_path.stat().st_size > 0:
-        _fail(
+        fail(
             CONFIG_NAME,
             f"already exists in {directory} (pbft init --force replaces it and its keys)",
         )
     if keys_path.is_dir() and any(keys_path.iterdir()):
-        _fail(f"{KEYS_NAME}/", f"not empty in {directory} (pbft init --force replaces the keys)")
+        fail(f"{KEYS_NAME}/", f"not empty in {directory} (pbft init --force replaces the keys)")
 
 
 def _write_cluster(
@@ -467,6 +276,23 @@ def _write_cluster(
             _write_key(keys / f"{role}-{i}.key", signer.private_bytes())
     _fsync_directory(keys)
     _write_atomically(directory / CONFIG_NAME, _render_toml(document))
+
+
+def _render_toml(document: Mapping[str, Any]) -> str:
+    """The header, top-level values, then each table and each ``[[role]]`` table.
+
+    tomli-w spells every value; the layout is ours: left to itself it writes short
+    arrays of tables inline (``client = [{ id = 0, ... }]``), where the documented
+    and hand-editable form is one ``[[client]]`` table each.
+    """
+    values = {key: value for key, value in document.items() if not isinstance(value, dict | list)}
+    parts = [_HEADER + tomli_w.dumps(values)]
+    for key, value in document.items():
+        if isinstance(value, dict):
+            parts.append(tomli_w.dumps({key: value}))
+        elif isinstance(value, list):
+            parts += [f"[[{key}]]\n" + tomli_w.dumps(table) for table in value]
+    return "\n".join(parts)
 
 
 def _write_key(path: Path, seed: bytes) -> None:
@@ -505,61 +331,6 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def _render_toml(document: Mapping[str, Any]) -> str:
-    """TOML for top-level scalars, then tables of scalars, then arrays of such tables."""
-    lines = [_HEADER.rstrip("\n")]
-    sections: list[str] = []
-    for key, value in document.items():
-        if isinstance(value, Mapping):
-            sections += ["", f"[{_toml_key(key)}]", *_toml_pairs(value)]
-        elif isinstance(value, list):
-            for table in value:
-                sections += ["", f"[[{_toml_key(key)}]]", *_toml_pairs(table)]
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_scalar(value)}")
-    return "\n".join(lines + sections) + "\n"
-
-
-def _toml_pairs(table: Mapping[str, Any]) -> list[str]:
-    return [f"{_toml_key(key)} = {_toml_scalar(value)}" for key, value in table.items()]
-
-
-def _toml_scalar(value: object) -> str:
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} values to {CONFIG_NAME}")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
-
-
-_SHORT_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-}
-
-
-def _toml_string(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped."""
-    escaped = []
-    for character in text:
-        if character in _SHORT_ESCAPES:
-            escaped.append(_SHORT_ESCAPES[character])
-        elif ord(character) < 0x20 or ord(character) == 0x7F:
-            escaped.append(f"\\u{ord(character):04X}")
-        else:
-            escaped.append(character)
-    return '"' + "".join(escaped) + '"'
 
 
 # ----------------------------------------------------------------------- test aids

@@ -18,12 +18,10 @@ import pytest
 
 from pbft.config import ProtocolParams
 from pbft.crypto import Ed25519Signer
+from pbft.runtime.cluster_document import PROTOCOL_FIELDS, ReplicaAddress, toml_string
 from pbft.runtime.files import (
-    PROTOCOL_FIELDS,
     ClusterFiles,
     ConfigFileError,
-    ReplicaAddress,
-    _toml_string,
     free_loopback_ports,
     init_cluster,
     load_cluster,
@@ -163,7 +161,7 @@ def test_protocol_overrides_round_trip(tmp_path: Path) -> None:
     ],
 )
 def test_toml_strings_round_trip(text: str) -> None:
-    assert tomllib.loads(f"value = {_toml_string(text)}")["value"] == text
+    assert tomllib.loads(f"value = {toml_string(text)}")["value"] == text
 
 
 def test_a_host_that_needs_escaping_round_trips(tmp_path: Path) -> None:
