@@ -231,7 +231,7 @@ class NodeMetrics:
             "store_bytes": replica.store_bytes(),
             "store_limits": replica.store_limits(),
             "links": {peer: link.statistics() for peer, link in node.links.items()},
-            "clients_connected": len(node._clients),
+            "clients_connected": len(node.client_sessions),
             "connections_accepted": node.connections_accepted,
             "handshakes_in_progress": node.handshake_slots.in_progress,
         }

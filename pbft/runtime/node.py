@@ -49,7 +49,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import attrs
 import trio
 
 from pbft.config import ConfigError
@@ -93,6 +92,7 @@ from pbft.runtime.links import PeerLink, serve_connection
 from pbft.runtime.metrics import MetricsServer, NodeMetrics
 from pbft.runtime.ratelimit import RejectionLog
 from pbft.runtime.sessions import Session, Sessions
+from pbft.runtime.status import node_status
 from pbft.runtime.storage import SqliteJournal
 from pbft.runtime.timers import Timers
 from pbft.simnet import FaultModel
@@ -344,7 +344,7 @@ class ReplicaNode:
         return self.sessions.accepted
 
     @property
-    def _clients(self) -> dict[int, Session]:
+    def client_sessions(self) -> dict[int, Session]:
         """The clients connected now (their live sessions)."""
         return self.sessions.clients
 
@@ -402,53 +402,8 @@ class ReplicaNode:
     # ------------------------------------------------------------------- status
 
     def status(self, state: str | None = None) -> dict[str, Any]:
-        replica = self.replica
-        if state is None:
-            if replica.fetching is not None:
-                state = "state-transfer"
-            elif not replica.view_active:
-                state = "view-change"
-            else:
-                state = "normal"
-        return {
-            "id": self.id,
-            "pid": os.getpid(),
-            "status": state,
-            "view": replica.view,
-            "primary": replica.primary,
-            "last_executed": replica.last_executed,
-            "stable_checkpoint": replica.low_watermark,
-            "peers_connected": sorted(
-                peer for peer, link in self.links.items() if link.statistics().connected
-            ),
-            "clients_connected": sorted(self._clients),
-            "links": {str(peer): self._link_status(link) for peer, link in self.links.items()},
-            "evidence": {
-                "files": self.evidence.files_kept(),
-                "bytes": self.evidence.bytes_kept(),
-                "refused": self.evidence.refused,
-            },
-            "counters": replica.counters.snapshot(),
-            "admission": attrs.asdict(self.admission.statistics()),
-            "connections": {
-                "served": self.connection_slots.in_use,
-                "peak": self.connection_slots.peak,
-                "refused": self.connection_slots.refused,
-                "clients": self.connection_slots.clients,
-                "clients_refused": self.connection_slots.clients_refused,
-                "replaced": self.sessions.replaced,
-            },
-        }
-
-    @staticmethod
-    def _link_status(link: PeerLink) -> dict[str, int]:
-        statistics = link.statistics()
-        return {
-            "frames_queued": statistics.frames_queued,
-            "bytes_queued": statistics.bytes_queued,
-            "frames_sent": statistics.frames_sent,
-            "frames_dropped": statistics.frames_dropped,
-        }
+        """What ``status.json`` says (:func:`pbft.runtime.status.node_status`)."""
+        return node_status(self, state)
 
     def _write_status(self, state: str | None = None) -> None:
         temporary = self.status_path.with_suffix(".tmp")
