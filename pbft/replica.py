@@ -205,12 +205,14 @@ class Replica(
         self.last_new_view: Signed[NewView] | None = None
         #: Replicas sent our NEW-VIEW since the "new-view-relay" timer last fired.
         self._new_view_relayed: set[int] = set()
-        #: Copies of requests relayed (client -> (view, timestamp)) and PRE-PREPAREs
-        #: resent (seq -> view) since the "request-resend" timer last fired: one each
-        #: per period, whatever number of copies a client sends (at most one entry per
-        #: client and per sequence number of the window).
+        #: Copies of requests relayed (client -> (view, timestamp)), PRE-PREPAREs resent
+        #: (seq -> view) and cached REPLYs resent (client -> timestamp) since the
+        #: "request-resend" timer last fired: one each per period, whatever number of
+        #: copies arrive (at most one entry per client, and per sequence number assigned
+        #: in the window or during the period).
         self._relayed: dict[int, tuple[int, int]] = {}
         self._resent: dict[int, int] = {}
+        self._replied: dict[int, int] = {}
 
         #: Proofs that a replica signed two conflicting messages (pbft.evidence).
         self.evidence: dict[EvidenceKey, Evidence] = {}
@@ -271,6 +273,7 @@ class Replica(
         elif name == REQUEST_RESEND_TIMER:
             self._relayed.clear()
             self._resent.clear()
+            self._replied.clear()
 
     # ----------------------------------------------------------------- helpers
 

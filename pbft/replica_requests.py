@@ -54,7 +54,8 @@ class RequestsMixin(_Base):
         last = self.client_table.get(request.client)
         if last is not None and request.timestamp <= last[0]:
             if request.timestamp == last[0]:
-                self._send_reply(request.client, request.timestamp, last[1], resent=True)
+                if self._resend_allowed(self._replied, request.client, request.timestamp):
+                    self._send_reply(request.client, request.timestamp, last[1], resent=True)
                 return None
             return "stale-timestamp"
         waiting = self.pending.get(request.client)
@@ -119,7 +120,9 @@ class RequestsMixin(_Base):
         replica) asks a backup to relay it to the primary again and the primary to
         resend its PRE-PREPARE, in case a message was lost. A faulty client can send
         copies as fast as it likes; each would cost a message to the primary, or a
-        PRE-PREPARE of up to ``batch_size`` requests to every backup. So each is
+        PRE-PREPARE of up to ``batch_size`` requests to every backup; a copy of an
+        executed request, the whole cached REPLY (and anyone holding the signed request,
+        a faulty replica too, could aim those at the client). So each is
         answered at most once per period of ``view_change_timeout_ticks // 4`` (an
         honest client's first retransmission comes ``retransmit_timeout_ticks``,
         500 by default, after its request). A new request, or one in a new view,
@@ -127,7 +130,7 @@ class RequestsMixin(_Base):
         """
         if sent.get(key) == value:
             return False
-        if not self._relayed and not self._resent:
+        if not (self._relayed or self._resent or self._replied):
             period = max(1, self.params.view_change_timeout_ticks // 4)
             self._emit(SetTimer(REQUEST_RESEND_TIMER, period))
         sent[key] = value

@@ -14,8 +14,8 @@ from typing import Any
 
 from pbft import service as kv
 from pbft.encoding import encode_signed
-from pbft.events import Receive, SendToReplicas, SetTimer, TimerFired
-from pbft.messages import PrePrepare, Request, Signed
+from pbft.events import Receive, SendToClient, SendToReplicas, SetTimer, TimerFired
+from pbft.messages import PrePrepare, Reply, Request, Signed
 from pbft.replica import REQUEST_RESEND_TIMER, Replica
 from pbft.simnet import SimCluster, make_cluster
 from tests.conftest import assert_agreement
@@ -93,3 +93,25 @@ def test_a_client_flooding_copies_costs_the_cluster_a_bounded_number_of_messages
     assert all(replica.last_executed == 1 for replica in cluster.replicas.values())
     assert counted["relays"] <= 3, counted
     assert counted["pre-prepares"] <= 3 + 3, counted  # the PRE-PREPARE, and one resend
+
+
+def test_copies_of_an_executed_request_bring_its_cached_reply_once_per_period() -> None:
+    """Each copy of an executed request brought the whole cached REPLY, and anyone holding
+    the signed request (a faulty replica too) could aim them at the client: 100 copies,
+    100 REPLYs from every replica. Now one per period (found by review of the above)."""
+    cluster = make_cluster(f=1, clients=1, seed=404)
+    cluster.network.invoke(0, kv.put("k", "v"))
+    assert cluster.network.run_until_idle(10_000)
+    signed = request(cluster, cluster.clients[0].timestamp)
+    replica = cluster.replicas[2]
+
+    def replies(effects: list[Any]) -> int:
+        return sum(
+            1
+            for effect in effects
+            if type(effect) is SendToClient and type(effect.message.message) is Reply
+        )
+
+    assert replies(copies(replica, signed)) == 1
+    replica.step(TimerFired(REQUEST_RESEND_TIMER))
+    assert replies(copies(replica, signed)) == 1
